@@ -1,0 +1,95 @@
+//! The agent-facing side: agents long-poll for the tasks assigned to their instances.
+//! The answer comes as soon as the assignment differs from what the agent already has
+//! (a store commit wakes every waiting poll), so agents never busy-poll.
+
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+use berth_model::{ApiError, AssignedTask, ContainerInstance, PollRequest, PollResponse, TaskDefinition};
+use berth_store::StoreExt;
+
+use crate::instances::INACTIVE;
+use crate::tasks::TaskRecord;
+use crate::{keys, ControlPlane};
+
+impl ControlPlane {
+    /// What the agent's instances must run now, with a digest of it.
+    fn assignments(&self, req: &PollRequest) -> Result<PollResponse, ApiError> {
+        let err = |e: berth_store::StoreError| ApiError::server(e.to_string());
+        let mut out = PollResponse::default();
+        let mut digest_input: Vec<String> = Vec::new();
+        for polled in &req.instances {
+            let cluster = crate::cluster_name(Some(&polled.cluster))?;
+            let instance_id = Self::instance_id(&cluster, &polled.container_instance_arn)?;
+            let active = self
+                .store
+                .get_json::<ContainerInstance>(&keys::instance(&cluster, &instance_id))
+                .map_err(err)?
+                .is_some_and(|(i, _)| i.status.as_deref() != Some(INACTIVE));
+            if !active {
+                continue;
+            }
+            out.active_instances.push(polled.container_instance_arn.clone());
+            digest_input.push(format!("instance {}", polled.container_instance_arn));
+            for (key, _) in self
+                .store
+                .scan_prefix(&keys::assignments_of(&cluster, &instance_id))
+                .map_err(err)?
+            {
+                let task_id = key.rsplit('/').next().unwrap_or_default();
+                let Some((record, _)) = self
+                    .store
+                    .get_json::<TaskRecord>(&keys::task(&cluster, task_id))
+                    .map_err(err)?
+                else {
+                    continue;
+                };
+                let task_definition = self
+                    .find_task_definition(record.task.task_definition_arn.as_deref().unwrap_or_default())
+                    .map_err(ApiError::from)?;
+                digest_input.push(format!(
+                    "task {} {}",
+                    record.task.task_arn.as_deref().unwrap_or_default(),
+                    record.task.desired_status.as_deref().unwrap_or_default()
+                ));
+                out.tasks.push(AssignedTask {
+                    task: record.task,
+                    task_definition: TaskDefinition { ..task_definition },
+                });
+            }
+        }
+        if req.follow_all_clusters {
+            out.clusters = self.active_cluster_names()?;
+            for c in &out.clusters {
+                digest_input.push(format!("cluster {c}"));
+            }
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        digest_input.hash(&mut hasher);
+        out.digest = format!("{:016x}", hasher.finish());
+        Ok(out)
+    }
+
+    /// Long-poll: answers when the assignment differs from `known_digest`, or at the deadline.
+    pub async fn poll_assignments(&self, req: PollRequest) -> Result<PollResponse, ApiError> {
+        let wait = Duration::from_secs(req.wait_seconds.unwrap_or(20)).min(self.config.max_poll_wait);
+        let deadline = tokio::time::Instant::now() + wait;
+        for polled in &req.instances {
+            let cluster = crate::cluster_name(Some(&polled.cluster))?;
+            self.heartbeat(&cluster, &polled.container_instance_arn)?;
+        }
+        let mut changes = self.store.watch();
+        loop {
+            // Mark what we have seen before reading, so a commit after the read still wakes us.
+            changes.borrow_and_update();
+            let current = self.assignments(&req)?;
+            if req.known_digest.as_deref() != Some(current.digest.as_str()) {
+                return Ok(current);
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) | Err(_) => return Ok(current),
+            }
+        }
+    }
+}

@@ -1,0 +1,333 @@
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::container::{
+    Config, CreateContainerOptions, InspectContainerOptions, ListContainersOptions,
+    RemoveContainerOptions, StopContainerOptions, WaitContainerOptions,
+};
+use bollard::errors::Error as BollardError;
+use bollard::image::CreateImageOptions;
+use bollard::models::{
+    ContainerInspectResponse, ContainerStateStatusEnum, HealthConfig, HealthStatusEnum,
+    HostConfig, PortBinding as DockerPortBinding, ResourcesUlimits,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+
+use crate::{
+    BoundPort, ContainerRuntime, ContainerSpec, ContainerStatus, Health, HostInfo, PortProtocol,
+    Result, RunState, RuntimeError,
+};
+
+/// The Docker Engine driver.
+pub struct DockerRuntime {
+    docker: Docker,
+}
+
+fn engine(e: BollardError) -> RuntimeError {
+    match e {
+        BollardError::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => RuntimeError::NotFound(message),
+        other => RuntimeError::Engine(other.to_string()),
+    }
+}
+
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+impl DockerRuntime {
+    /// Connects to the local engine (DOCKER_HOST or the default socket) and agrees on an
+    /// API version it speaks, so older engines work too.
+    pub async fn connect() -> Result<Self> {
+        let docker = Docker::connect_with_local_defaults().map_err(engine)?;
+        let docker = docker.negotiate_version().await.map_err(engine)?;
+        Ok(Self { docker })
+    }
+
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    fn status_of(inspect: ContainerInspectResponse) -> ContainerStatus {
+        let state = inspect.state.unwrap_or_default();
+        let run_state = match state.status {
+            Some(ContainerStateStatusEnum::RUNNING)
+            | Some(ContainerStateStatusEnum::RESTARTING)
+            | Some(ContainerStateStatusEnum::PAUSED) => RunState::Running,
+            Some(ContainerStateStatusEnum::CREATED) => RunState::Created,
+            _ => RunState::Exited,
+        };
+        let health = state
+            .health
+            .and_then(|h| h.status)
+            .and_then(|s| match s {
+                HealthStatusEnum::STARTING => Some(Health::Starting),
+                HealthStatusEnum::HEALTHY => Some(Health::Healthy),
+                HealthStatusEnum::UNHEALTHY => Some(Health::Unhealthy),
+                _ => None,
+            });
+        let mut ports = Vec::new();
+        if let Some(map) = inspect.network_settings.and_then(|n| n.ports) {
+            for (key, bindings) in map {
+                let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
+                let Ok(container_port) = port.parse::<u16>() else {
+                    continue;
+                };
+                let protocol = if proto == "udp" {
+                    PortProtocol::Udp
+                } else {
+                    PortProtocol::Tcp
+                };
+                for b in bindings.into_iter().flatten() {
+                    let host_ip = b.host_ip.unwrap_or_default();
+                    // One binding per mapping, as ECS reports: prefer IPv4.
+                    if host_ip.contains(':') {
+                        continue;
+                    }
+                    if let Some(host_port) = b.host_port.and_then(|p| p.parse().ok()) {
+                        ports.push(BoundPort {
+                            container_port,
+                            protocol,
+                            host_ip,
+                            host_port,
+                        });
+                    }
+                }
+            }
+        }
+        ports.sort_by_key(|p| (p.container_port, p.protocol.as_str()));
+        let config = inspect.config.unwrap_or_default();
+        ContainerStatus {
+            id: inspect.id.unwrap_or_default(),
+            name: inspect
+                .name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+            state: run_state,
+            exit_code: (run_state == RunState::Exited).then_some(state.exit_code.unwrap_or(0)),
+            error: state.error.filter(|e| !e.is_empty()),
+            oom_killed: state.oom_killed.unwrap_or(false),
+            health,
+            ports,
+            labels: config.labels.unwrap_or_default().into_iter().collect(),
+            image_digest: inspect.image,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ContainerRuntime for DockerRuntime {
+    async fn host_info(&self) -> Result<HostInfo> {
+        let info = self.docker.info().await.map_err(engine)?;
+        Ok(HostInfo {
+            cpus: info.ncpu.unwrap_or(1),
+            memory_bytes: info.mem_total.unwrap_or(0),
+            engine_version: info.server_version.unwrap_or_default(),
+        })
+    }
+
+    async fn ensure_image(&self, image: &str) -> Result<()> {
+        if self.docker.inspect_image(image).await.is_ok() {
+            return Ok(());
+        }
+        let (from_image, tag) = match image.rsplit_once(':') {
+            Some((name, tag)) if !tag.contains('/') => (name, tag),
+            _ => (image, "latest"),
+        };
+        let mut pull = self.docker.create_image(
+            Some(CreateImageOptions {
+                from_image,
+                tag,
+                ..Default::default()
+            }),
+            None,
+            None,
+        );
+        while let Some(progress) = pull.next().await {
+            progress.map_err(|e| RuntimeError::Image {
+                image: image.to_string(),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String> {
+        let mut exposed: HashMap<String, HashMap<(), ()>> = HashMap::new();
+        let mut bindings: HashMap<String, Option<Vec<DockerPortBinding>>> = HashMap::new();
+        for p in &spec.ports {
+            let key = format!("{}/{}", p.container_port, p.protocol.as_str());
+            exposed.insert(key.clone(), HashMap::new());
+            if spec.network_mode == "bridge" {
+                bindings.entry(key).or_default().get_or_insert_with(Vec::new).push(
+                    DockerPortBinding {
+                        host_ip: Some(p.host_ip.clone()),
+                        host_port: Some(if p.host_port == 0 {
+                            String::new()
+                        } else {
+                            p.host_port.to_string()
+                        }),
+                    },
+                );
+            }
+        }
+        let mib = |m: i64| m * 1024 * 1024;
+        let host_config = HostConfig {
+            cpu_shares: Some(spec.cpu_shares.max(2)),
+            memory: spec.memory_limit_mib.map(mib),
+            memory_reservation: spec.memory_reservation_mib.map(mib),
+            port_bindings: (!bindings.is_empty()).then_some(bindings),
+            network_mode: Some(spec.network_mode.clone()),
+            privileged: Some(spec.privileged),
+            readonly_rootfs: Some(spec.readonly_rootfs),
+            dns: (!spec.dns_servers.is_empty()).then(|| spec.dns_servers.clone()),
+            dns_search: (!spec.dns_search.is_empty()).then(|| spec.dns_search.clone()),
+            extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
+            ulimits: (!spec.ulimits.is_empty()).then(|| {
+                spec.ulimits
+                    .iter()
+                    .map(|u| ResourcesUlimits {
+                        name: Some(u.name.clone()),
+                        soft: Some(u.soft),
+                        hard: Some(u.hard),
+                    })
+                    .collect()
+            }),
+            init: spec.init.then_some(true),
+            ..Default::default()
+        };
+        let healthcheck = spec.health_check.as_ref().map(|h| HealthConfig {
+            test: Some(h.test.clone()),
+            interval: Some(nanos(h.interval)),
+            timeout: Some(nanos(h.timeout)),
+            retries: Some(i64::from(h.retries)),
+            start_period: Some(nanos(h.start_period)),
+            ..Default::default()
+        });
+        let config = Config {
+            image: Some(spec.image.clone()),
+            entrypoint: spec.entrypoint.clone(),
+            cmd: spec.command.clone(),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(spec.labels.clone().into_iter().collect()),
+            exposed_ports: (!exposed.is_empty()).then_some(exposed),
+            healthcheck,
+            user: spec.user.clone(),
+            working_dir: spec.working_dir.clone(),
+            hostname: spec.hostname.clone(),
+            network_disabled: spec.network_disabled.then_some(true),
+            open_stdin: spec.interactive.then_some(true),
+            tty: spec.tty.then_some(true),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: spec.name.clone(),
+                    platform: None,
+                }),
+                config,
+            )
+            .await
+            .map_err(engine)?;
+        Ok(created.id)
+    }
+
+    async fn start(&self, id: &str) -> Result<()> {
+        self.docker
+            .start_container::<String>(id, None)
+            .await
+            .map_err(engine)
+    }
+
+    async fn stop(&self, id: &str, timeout: Duration) -> Result<()> {
+        let t = i64::try_from(timeout.as_secs()).unwrap_or(30);
+        match self
+            .docker
+            .stop_container(id, Some(StopContainerOptions { t }))
+            .await
+        {
+            // 304: already stopped.
+            Ok(())
+            | Err(BollardError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(engine(e)),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<()> {
+        match self
+            .docker
+            .remove_container(
+                id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+        {
+            Ok(())
+            | Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(engine(e)),
+        }
+    }
+
+    async fn inspect(&self, id: &str) -> Result<ContainerStatus> {
+        let inspect = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(engine)?;
+        Ok(Self::status_of(inspect))
+    }
+
+    async fn wait_exit(&self, id: &str) -> Result<()> {
+        let mut wait = self.docker.wait_container(
+            id,
+            Some(WaitContainerOptions {
+                condition: "not-running",
+            }),
+        );
+        match wait.next().await {
+            // A non-zero exit arrives as an "error" carrying the code; it is still an exit.
+            Some(Ok(_)) | Some(Err(BollardError::DockerContainerWaitError { .. })) | None => Ok(()),
+            Some(Err(e)) => Err(engine(e)),
+        }
+    }
+
+    async fn list_labelled(&self, label: &str, value: &str) -> Result<Vec<ContainerStatus>> {
+        let mut filters = HashMap::new();
+        filters.insert("label".to_string(), vec![format!("{label}={value}")]);
+        let listed = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters,
+                ..Default::default()
+            }))
+            .await
+            .map_err(engine)?;
+        let mut out = Vec::new();
+        for summary in listed {
+            let Some(id) = summary.id else { continue };
+            match self.inspect(&id).await {
+                Ok(status) => out.push(status),
+                // Removed between list and inspect.
+                Err(RuntimeError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+}
