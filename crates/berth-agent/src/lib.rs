@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use berth_model::{
-    status, Attribute, ContainerInstanceResponse, CreateClusterRequest, PollInstance,
-    PollRequest, RegisterContainerInstanceRequest, Resource, VersionInfo,
+    status, Attribute, ContainerInstanceResponse, CreateClusterRequest, PollInstance, PollRequest,
+    RegisterContainerInstanceRequest, Resource, VersionInfo,
 };
 use berth_runtime::{ContainerRuntime, ContainerStatus};
 use serde::{Deserialize, Serialize};
@@ -113,10 +113,16 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub async fn new(config: AgentConfig, runtime: Arc<dyn ContainerRuntime>) -> anyhow::Result<Self> {
+    pub async fn new(
+        config: AgentConfig,
+        runtime: Arc<dyn ContainerRuntime>,
+    ) -> anyhow::Result<Self> {
         let client = ServerClient::new(&config.server_url)?;
         let state = AgentState::load_or_create(&config.data_dir)?;
-        let host = runtime.host_info().await.context("asking the container runtime about the host")?;
+        let host = runtime
+            .host_info()
+            .await
+            .context("asking the container runtime about the host")?;
         let memory_mib = host.memory_bytes / (1024 * 1024) - config.reserved_memory_mib;
         let mut ports: Vec<u16> = config.reserved_ports.clone();
         ports.sort_unstable();
@@ -176,31 +182,32 @@ impl Agent {
             attributes: Some(attributes),
             ..Default::default()
         };
-        let response: ContainerInstanceResponse = match self
-            .client
-            .ecs("RegisterContainerInstance", &request)
-            .await
-        {
-            Err(e)
-                if cluster == "default"
-                    && e.downcast_ref::<ServerError>()
-                        .is_some_and(|s| s.code == "ClusterNotFoundException") =>
-            {
-                // Like the ECS agent: the default cluster is created on first use.
-                let _: serde_json::Value = self
-                    .client
-                    .ecs("CreateCluster", &CreateClusterRequest::default())
-                    .await?;
-                self.client.ecs("RegisterContainerInstance", &request).await?
-            }
-            other => other?,
-        };
+        let response: ContainerInstanceResponse =
+            match self.client.ecs("RegisterContainerInstance", &request).await {
+                Err(e)
+                    if cluster == "default"
+                        && e.downcast_ref::<ServerError>()
+                            .is_some_and(|s| s.code == "ClusterNotFoundException") =>
+                {
+                    // Like the ECS agent: the default cluster is created on first use.
+                    let _: serde_json::Value = self
+                        .client
+                        .ecs("CreateCluster", &CreateClusterRequest::default())
+                        .await?;
+                    self.client
+                        .ecs("RegisterContainerInstance", &request)
+                        .await?
+                }
+                other => other?,
+            };
         let arn = response
             .container_instance
             .and_then(|i| i.container_instance_arn)
             .context("RegisterContainerInstance returned no ARN")?;
         tracing::info!(%cluster, instance = %arn, "registered container instance");
-        self.state.instances.insert(cluster.to_string(), arn.clone());
+        self.state
+            .instances
+            .insert(cluster.to_string(), arn.clone());
         self.state.save(&self.config.data_dir)?;
         Ok(arn)
     }
@@ -300,7 +307,9 @@ impl Agent {
                     if !self.state.instances.contains_key(cluster) {
                         match self.register(cluster).await {
                             Ok(_) => known_digest = None,
-                            Err(e) => tracing::warn!(%cluster, error = %e, "joining cluster failed"),
+                            Err(e) => {
+                                tracing::warn!(%cluster, error = %e, "joining cluster failed")
+                            }
                         }
                     }
                 }
@@ -322,7 +331,11 @@ impl Agent {
             finished.retain(|arn| assigned.contains(arn));
             for a in response.tasks {
                 let arn = a.task.task_arn.clone().unwrap_or_default();
-                let desired = a.task.desired_status.clone().unwrap_or_else(|| status::RUNNING.into());
+                let desired = a
+                    .task
+                    .desired_status
+                    .clone()
+                    .unwrap_or_else(|| status::RUNNING.into());
                 if let Some(t) = running.get(&arn) {
                     t.desired.send_if_modified(|d| {
                         let changed = *d != desired;
@@ -337,7 +350,13 @@ impl Agent {
                 let (tx, rx) = watch::channel(desired);
                 let adopted = adoptable.remove(&arn).unwrap_or_default();
                 let handle = tokio::spawn(run_task(Arc::clone(&ctx), a, rx, adopted));
-                running.insert(arn, RunningTask { desired: tx, handle });
+                running.insert(
+                    arn,
+                    RunningTask {
+                        desired: tx,
+                        handle,
+                    },
+                );
             }
 
             // Containers of tasks that are no longer ours (stopped or forgotten while we were

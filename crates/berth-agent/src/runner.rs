@@ -163,7 +163,11 @@ impl Runner {
 
     fn adopt(&mut self, adopted: Vec<ContainerStatus>) {
         for found in adopted {
-            let name = found.labels.get(labels::CONTAINER_NAME).cloned().unwrap_or_default();
+            let name = found
+                .labels
+                .get(labels::CONTAINER_NAME)
+                .cloned()
+                .unwrap_or_default();
             let Some(state) = self.containers.iter_mut().find(|c| c.def.name() == name) else {
                 continue;
             };
@@ -236,11 +240,17 @@ impl Runner {
                 if self.containers[i].id.is_some() {
                     continue;
                 }
-                let spec = container_spec(&spec_ctx, &self.task, &self.definition, &self.containers[i].def);
+                let spec = container_spec(
+                    &spec_ctx,
+                    &self.task,
+                    &self.definition,
+                    &self.containers[i].def,
+                );
                 match runtime.create(&spec).await {
                     Ok(id) => self.containers[i].id = Some(id),
                     Err(e) => {
-                        self.containers[i].reason = Some(format!("CannotCreateContainerError: {e}"));
+                        self.containers[i].reason =
+                            Some(format!("CannotCreateContainerError: {e}"));
                         return Err(Some(StopCause {
                             reason: format!("CannotCreateContainerError: {e}"),
                             code: stop_code::TASK_FAILED_TO_START,
@@ -255,7 +265,9 @@ impl Runner {
                 .iter()
                 .filter_map(|c| c.def.start_timeout)
                 .max()
-                .map_or(spec::DEFAULT_START_TIMEOUT, |s| Duration::from_secs(s.max(1) as u64));
+                .map_or(spec::DEFAULT_START_TIMEOUT, |s| {
+                    Duration::from_secs(s.max(1) as u64)
+                });
         loop {
             if let Some(cause) = self.essential_exit() {
                 return Err(Some(cause));
@@ -386,7 +398,8 @@ impl Runner {
                 let c = &mut self.containers[index];
                 c.exit_code = found.exit_code;
                 if found.oom_killed {
-                    c.reason = Some("OutOfMemoryError: Container killed due to memory usage".into());
+                    c.reason =
+                        Some("OutOfMemoryError: Container killed due to memory usage".into());
                 } else if let Some(err) = found.error {
                     c.reason = Some(err);
                 }
@@ -464,11 +477,14 @@ impl Runner {
             match runtime.inspect(&id).await {
                 Ok(found) => {
                     if self.containers[i].started {
-                        self.containers[i].exit_code = found.exit_code.or(self.containers[i].exit_code);
+                        self.containers[i].exit_code =
+                            found.exit_code.or(self.containers[i].exit_code);
                     }
                 }
                 Err(RuntimeError::NotFound(_)) => {}
-                Err(e) => tracing::warn!(container = %id, error = %e, "inspecting stopped container failed"),
+                Err(e) => {
+                    tracing::warn!(container = %id, error = %e, "inspecting stopped container failed")
+                }
             }
             self.containers[i].status = status::STOPPED;
         }
@@ -477,7 +493,8 @@ impl Runner {
             Some(c) => (Some(c.reason.clone()), Some(c.code)),
             None => (None, None),
         };
-        self.report(status::STOPPED, reason.map(|r| (r, code))).await;
+        self.report(status::STOPPED, reason.map(|r| (r, code)))
+            .await;
         for c in &self.containers {
             if let Some(id) = &c.id {
                 if let Err(e) = runtime.remove(id).await {

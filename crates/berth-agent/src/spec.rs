@@ -59,23 +59,32 @@ pub fn container_spec(
     td: &TaskDefinition,
     def: &ContainerDefinition,
 ) -> ContainerSpec {
-    let overrides = task.overrides.as_ref().and_then(|o| o.for_container(def.name()));
+    let overrides = task
+        .overrides
+        .as_ref()
+        .and_then(|o| o.for_container(def.name()));
     let mut env: BTreeMap<String, String> = BTreeMap::new();
-    for kv in def
-        .environment
-        .iter()
-        .flatten()
-        .chain(overrides.and_then(|o| o.environment.as_ref()).into_iter().flatten())
-    {
+    for kv in def.environment.iter().flatten().chain(
+        overrides
+            .and_then(|o| o.environment.as_ref())
+            .into_iter()
+            .flatten(),
+    ) {
         if let Some(name) = &kv.name {
             env.insert(name.clone(), kv.value.clone().unwrap_or_default());
         }
     }
     let mut labels: BTreeMap<String, String> = def.docker_labels.clone().unwrap_or_default();
-    labels.insert(labels::TASK_ARN.into(), task.task_arn.clone().unwrap_or_default());
+    labels.insert(
+        labels::TASK_ARN.into(),
+        task.task_arn.clone().unwrap_or_default(),
+    );
     labels.insert(labels::CONTAINER_NAME.into(), def.name().to_string());
     labels.insert(labels::FAMILY.into(), td.family.clone().unwrap_or_default());
-    labels.insert(labels::REVISION.into(), td.revision.unwrap_or(0).to_string());
+    labels.insert(
+        labels::REVISION.into(),
+        td.revision.unwrap_or(0).to_string(),
+    );
     labels.insert(labels::CLUSTER.into(), ctx.cluster.to_string());
     labels.insert(labels::AGENT.into(), ctx.agent_id.to_string());
 
@@ -217,7 +226,10 @@ mod tests {
         assert_eq!(spec.name, "ecs-fam-2-web-0123456789ab");
         assert_eq!(spec.command, Some(vec!["b".to_string()]));
         assert_eq!(spec.env, vec![("A".to_string(), "2".to_string())]);
-        assert_eq!(spec.labels[labels::TASK_ARN], task.task_arn.clone().unwrap());
+        assert_eq!(
+            spec.labels[labels::TASK_ARN],
+            task.task_arn.clone().unwrap()
+        );
         assert_eq!(spec.labels[labels::AGENT], "agent-1");
         assert_eq!(spec.ports[0].host_port, 0);
         assert_eq!(spec.ports[0].host_ip, "127.0.0.1");

@@ -131,7 +131,9 @@ async fn handle_ecs(
         .ok_or_else(|| {
             ApiError::new(
                 ErrorCode::UnknownOperationException,
-                format!("Unknown target {target}: this endpoint serves {ECS_TARGET_PREFIX}.<Action>."),
+                format!(
+                    "Unknown target {target}: this endpoint serves {ECS_TARGET_PREFIX}.<Action>."
+                ),
             )
         })?
         .to_string();
@@ -157,13 +159,13 @@ async fn handle_ecs(
         .unwrap_or_else(|e| Err(ApiError::server(format!("request handler failed: {e}"))))
 }
 
-async fn agent_poll(
-    State(control): State<Arc<ControlPlane>>,
-    body: Bytes,
-) -> AwsResponse {
+async fn agent_poll(State(control): State<Arc<ControlPlane>>, body: Bytes) -> AwsResponse {
     let result = async {
         let req: PollRequest = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(ErrorCode::SerializationException, format!("invalid poll request: {e}"))
+            ApiError::new(
+                ErrorCode::SerializationException,
+                format!("invalid poll request: {e}"),
+            )
         })?;
         respond(control.poll_assignments(req).await)
     }
@@ -181,4 +183,3 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
 }
-

@@ -5,7 +5,9 @@
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use berth_model::{ApiError, AssignedTask, ContainerInstance, PollRequest, PollResponse, TaskDefinition};
+use berth_model::{
+    ApiError, AssignedTask, ContainerInstance, PollRequest, PollResponse, TaskDefinition,
+};
 use berth_store::StoreExt;
 
 use crate::instances::INACTIVE;
@@ -29,7 +31,8 @@ impl ControlPlane {
             if !active {
                 continue;
             }
-            out.active_instances.push(polled.container_instance_arn.clone());
+            out.active_instances
+                .push(polled.container_instance_arn.clone());
             digest_input.push(format!("instance {}", polled.container_instance_arn));
             for (key, _) in self
                 .store
@@ -45,7 +48,13 @@ impl ControlPlane {
                     continue;
                 };
                 let task_definition = self
-                    .find_task_definition(record.task.task_definition_arn.as_deref().unwrap_or_default())
+                    .find_task_definition(
+                        record
+                            .task
+                            .task_definition_arn
+                            .as_deref()
+                            .unwrap_or_default(),
+                    )
                     .map_err(ApiError::from)?;
                 digest_input.push(format!(
                     "task {} {}",
@@ -72,7 +81,8 @@ impl ControlPlane {
 
     /// Long-poll: answers when the assignment differs from `known_digest`, or at the deadline.
     pub async fn poll_assignments(&self, req: PollRequest) -> Result<PollResponse, ApiError> {
-        let wait = Duration::from_secs(req.wait_seconds.unwrap_or(20)).min(self.config.max_poll_wait);
+        let wait =
+            Duration::from_secs(req.wait_seconds.unwrap_or(20)).min(self.config.max_poll_wait);
         let deadline = tokio::time::Instant::now() + wait;
         for polled in &req.instances {
             let cluster = crate::cluster_name(Some(&polled.cluster))?;

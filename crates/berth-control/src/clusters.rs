@@ -133,7 +133,9 @@ impl ControlPlane {
             .filter(|c| !c.is_empty())
             .unwrap_or_else(|| vec!["default".into()]);
         if wanted.len() > 100 {
-            return Err(ApiError::invalid("At most 100 clusters can be described at once."));
+            return Err(ApiError::invalid(
+                "At most 100 clusters can be described at once.",
+            ));
         }
         let mut out = DescribeClustersResponse::default();
         for given in wanted {
@@ -229,8 +231,8 @@ impl ControlPlane {
 
 pub(crate) fn is_auto_registered(instance: &ContainerInstance) -> bool {
     instance.attributes.as_ref().is_some_and(|attrs| {
-        attrs
-            .iter()
-            .any(|a| a.name == crate::AUTO_REGISTERED_ATTRIBUTE && a.value.as_deref() == Some("true"))
+        attrs.iter().any(|a| {
+            a.name == crate::AUTO_REGISTERED_ATTRIBUTE && a.value.as_deref() == Some("true")
+        })
     })
 }

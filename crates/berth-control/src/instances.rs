@@ -30,7 +30,9 @@ pub(crate) struct InstanceUsage {
 }
 
 /// Sums reservations per container instance ARN.
-pub(crate) fn usage_by_instance(tasks: &[(String, TaskRecord, u64)]) -> HashMap<String, InstanceUsage> {
+pub(crate) fn usage_by_instance(
+    tasks: &[(String, TaskRecord, u64)],
+) -> HashMap<String, InstanceUsage> {
     let mut out: HashMap<String, InstanceUsage> = HashMap::new();
     for (_, record, _) in tasks {
         let task = &record.task;
@@ -86,7 +88,10 @@ pub(crate) fn remaining_resources(registered: &[Resource], usage: &InstanceUsage
     udp.extend(&usage.udp_ports);
     vec![
         Resource::integer("CPU", resource_number(registered, "CPU") - usage.cpu),
-        Resource::integer("MEMORY", resource_number(registered, "MEMORY") - usage.memory),
+        Resource::integer(
+            "MEMORY",
+            resource_number(registered, "MEMORY") - usage.memory,
+        ),
         ports_resource("PORTS", &tcp),
         ports_resource("PORTS_UDP", &udp),
     ]
@@ -138,7 +143,9 @@ impl ControlPlane {
         }
         for a in req.attributes.iter().flatten() {
             if a.name.is_empty() || a.name.len() > 128 {
-                return Err(ApiError::invalid("Attribute names must be 1 to 128 characters long."));
+                return Err(ApiError::invalid(
+                    "Attribute names must be 1 to 128 characters long.",
+                ));
             }
         }
         self.validate_tags(req.tags.as_deref().unwrap_or_default())?;
@@ -168,8 +175,14 @@ impl ControlPlane {
             let ec2_instance_id = identity["instanceId"]
                 .as_str()
                 .map(str::to_string)
-                .or_else(|| existing.as_ref().and_then(|(_, i, _)| i.ec2_instance_id.clone()))
-                .unwrap_or_else(|| format!("i-{}", &uuid::Uuid::new_v4().simple().to_string()[..17]));
+                .or_else(|| {
+                    existing
+                        .as_ref()
+                        .and_then(|(_, i, _)| i.ec2_instance_id.clone())
+                })
+                .unwrap_or_else(|| {
+                    format!("i-{}", &uuid::Uuid::new_v4().simple().to_string()[..17])
+                });
             let mut attributes = vec![
                 attribute("ecs.os-type", "linux"),
                 attribute("ecs.os-family", "LINUX"),
@@ -191,7 +204,10 @@ impl ControlPlane {
                 attributes.retain(|a| a.name != custom.name);
                 attributes.push(custom.clone());
             }
-            let previous_version = existing.as_ref().and_then(|(_, i, _)| i.version).unwrap_or(0);
+            let previous_version = existing
+                .as_ref()
+                .and_then(|(_, i, _)| i.version)
+                .unwrap_or(0);
             let instance = ContainerInstance {
                 container_instance_arn: Some(arn.clone()),
                 ec2_instance_id: Some(ec2_instance_id),
@@ -221,7 +237,10 @@ impl ControlPlane {
             Ok(instance)
         })?;
         let arn = instance.container_instance_arn.clone().unwrap_or_default();
-        self.last_seen.lock().expect("lock").insert(arn, Instant::now());
+        self.last_seen
+            .lock()
+            .expect("lock")
+            .insert(arn, Instant::now());
         let cluster = crate::cluster_name(req.cluster.as_deref())?;
         Ok(ContainerInstanceResponse {
             container_instance: Some(self.describe_instance(&cluster, instance, false)?),
@@ -240,7 +259,7 @@ impl ControlPlane {
             .scan_json::<TaskRecord>(&keys::tasks_of(cluster))
             .map_err(|e| ApiError::server(e.to_string()))?;
         let usage = usage_by_instance(&tasks);
-        Ok(self.with_usage(instance, &usage, include_tags)?)
+        self.with_usage(instance, &usage, include_tags)
     }
 
     fn with_usage(
@@ -272,7 +291,9 @@ impl ControlPlane {
             .filter(|c| !c.is_empty())
             .ok_or_else(|| ApiError::invalid("containerInstances is required."))?;
         if wanted.len() > 100 {
-            return Err(ApiError::invalid("At most 100 container instances can be described at once."));
+            return Err(ApiError::invalid(
+                "At most 100 container instances can be described at once.",
+            ));
         }
         let include_tags = req
             .include
@@ -292,9 +313,10 @@ impl ControlPlane {
                 .get_json::<ContainerInstance>(&keys::instance(&cluster, &id))
                 .map_err(|e| ApiError::server(e.to_string()))?;
             match found {
-                Some((instance, _)) => out
-                    .container_instances
-                    .push(self.with_usage(instance, &usage, include_tags)?),
+                Some((instance, _)) => {
+                    out.container_instances
+                        .push(self.with_usage(instance, &usage, include_tags)?)
+                }
                 None => out.failures.push(Failure::new(
                     Some(self.arns.container_instance(&cluster, &id)),
                     "MISSING",
@@ -311,7 +333,10 @@ impl ControlPlane {
         let (cluster, _, _) = with_retries(|| self.active_cluster(req.cluster.as_deref()))?;
         let status_filter = req.status.clone();
         if let Some(s) = status_filter.as_deref() {
-            if !matches!(s, ACTIVE | DRAINING | "REGISTERING" | "DEREGISTERING" | "REGISTRATION_FAILED") {
+            if !matches!(
+                s,
+                ACTIVE | DRAINING | "REGISTERING" | "DEREGISTERING" | "REGISTRATION_FAILED"
+            ) {
                 return Err(ApiError::invalid(format!("Invalid status '{s}'.")));
             }
         }
@@ -373,11 +398,15 @@ impl ControlPlane {
                 .get_json::<ContainerInstance>(&key)?
                 .filter(|(i, _)| i.status.as_deref() != Some(INACTIVE))
                 .ok_or_else(|| {
-                    ApiError::invalid(format!("Container instance {given} not found in cluster {cluster}."))
+                    ApiError::invalid(format!(
+                        "Container instance {given} not found in cluster {cluster}."
+                    ))
                 })?;
             let arn = instance.container_instance_arn.clone().unwrap_or_default();
             let mut txn = Txn::new().require_revision(&key, rev);
-            let tasks = self.store.scan_json::<TaskRecord>(&keys::tasks_of(&cluster))?;
+            let tasks = self
+                .store
+                .scan_json::<TaskRecord>(&keys::tasks_of(&cluster))?;
             for (task_key, mut record, task_rev) in tasks {
                 let on_instance = record.task.container_instance_arn.as_deref() == Some(&arn);
                 if !on_instance || record.task.last_status.as_deref() == Some(status::STOPPED) {
@@ -421,10 +450,15 @@ impl ControlPlane {
         let id = Self::instance_id(cluster, instance_arn)?;
         let key = keys::instance(cluster, &id);
         if let Some((mut instance, rev)) = self.store.get_json::<ContainerInstance>(&key)? {
-            if instance.agent_connected != Some(connected) && instance.status.as_deref() != Some(INACTIVE) {
+            if instance.agent_connected != Some(connected)
+                && instance.status.as_deref() != Some(INACTIVE)
+            {
                 instance.agent_connected = Some(connected);
-                self.store
-                    .commit(Txn::new().require_revision(&key, rev).put_json(&key, &instance))?;
+                self.store.commit(
+                    Txn::new()
+                        .require_revision(&key, rev)
+                        .put_json(&key, &instance),
+                )?;
             }
         }
         Ok(())

@@ -144,7 +144,10 @@ pub(crate) fn with_retries<T>(mut attempt: impl FnMut() -> CResult<T>) -> Result
 
 /// Splits a cluster given by name or ARN into its name.
 pub(crate) fn cluster_name(given: Option<&str>) -> Result<String, ApiError> {
-    let given = given.map(str::trim).filter(|s| !s.is_empty()).unwrap_or("default");
+    let given = given
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default");
     if given.starts_with("arn:") {
         let arn = Arn::parse(given)?;
         if arn.kind != ResourceKind::Cluster {

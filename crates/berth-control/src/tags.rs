@@ -11,18 +11,26 @@ const MAX_TAGS: usize = 50;
 impl ControlPlane {
     pub(crate) fn validate_tags(&self, tags: &[Tag]) -> Result<(), ApiError> {
         if tags.len() > MAX_TAGS {
-            return Err(ApiError::invalid(format!("A resource can have at most {MAX_TAGS} tags.")));
+            return Err(ApiError::invalid(format!(
+                "A resource can have at most {MAX_TAGS} tags."
+            )));
         }
         for tag in tags {
             let key = tag.key.as_deref().unwrap_or_default();
             if key.is_empty() || key.chars().count() > 128 {
-                return Err(ApiError::invalid("Tag keys must be 1 to 128 characters long."));
+                return Err(ApiError::invalid(
+                    "Tag keys must be 1 to 128 characters long.",
+                ));
             }
             if key.to_ascii_lowercase().starts_with("aws:") {
-                return Err(ApiError::invalid("Tag keys may not start with the reserved prefix 'aws:'."));
+                return Err(ApiError::invalid(
+                    "Tag keys may not start with the reserved prefix 'aws:'.",
+                ));
             }
             if tag.value.as_deref().unwrap_or_default().chars().count() > 256 {
-                return Err(ApiError::invalid("Tag values must be at most 256 characters long."));
+                return Err(ApiError::invalid(
+                    "Tag values must be at most 256 characters long.",
+                ));
             }
         }
         Ok(())
@@ -47,7 +55,9 @@ impl ControlPlane {
                     .resource
                     .split_once(':')
                     .and_then(|(f, r)| Some((f, r.parse::<i64>().ok()?)))
-                    .ok_or_else(|| ApiError::invalid(format!("Invalid task definition ARN: {arn}")))?;
+                    .ok_or_else(|| {
+                        ApiError::invalid(format!("Invalid task definition ARN: {arn}"))
+                    })?;
                 keys::task_definition(family, rev)
             }
             ResourceKind::Task | ResourceKind::ContainerInstance => {

@@ -36,7 +36,11 @@ pub(crate) enum TaskDefinitionRef {
 
 impl TaskDefinitionRef {
     pub fn parse(given: &str) -> Result<Self, ApiError> {
-        let bad = || ApiError::client(format!("Unable to describe task definition: invalid reference '{given}'."));
+        let bad = || {
+            ApiError::client(format!(
+                "Unable to describe task definition: invalid reference '{given}'."
+            ))
+        };
         let short = if given.starts_with("arn:") {
             let arn = Arn::parse(given)?;
             if arn.kind != ResourceKind::TaskDefinition {
@@ -67,7 +71,8 @@ fn validate_container(
     names: &BTreeSet<String>,
 ) -> Result<(), ApiError> {
     let name = def.name();
-    let invalid = |msg: String| ApiError::client(format!("Invalid setting for container '{name}'. {msg}"));
+    let invalid =
+        |msg: String| ApiError::client(format!("Invalid setting for container '{name}'. {msg}"));
     if def.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
         return Err(invalid("'image' is required.".into()));
     }
@@ -87,7 +92,9 @@ fn validate_container(
         }
     }
     if def.memory_reservation.is_some_and(|r| r < 4) {
-        return Err(invalid("'memoryReservation' must be at least 4 MiB.".into()));
+        return Err(invalid(
+            "'memoryReservation' must be at least 4 MiB.".into(),
+        ));
     }
     if def.cpu.is_some_and(|c| !(0..=10240 * 1024).contains(&c)) {
         return Err(invalid("'cpu' must not be negative.".into()));
@@ -97,11 +104,15 @@ fn validate_container(
             return Err(invalid("Each port mapping needs 'containerPort'.".into()));
         };
         if !(1..=65535).contains(&container_port) {
-            return Err(invalid(format!("containerPort {container_port} is out of range 1-65535.")));
+            return Err(invalid(format!(
+                "containerPort {container_port} is out of range 1-65535."
+            )));
         }
         if let Some(host_port) = mapping.host_port {
             if !(0..=65535).contains(&host_port) {
-                return Err(invalid(format!("hostPort {host_port} is out of range 0-65535.")));
+                return Err(invalid(format!(
+                    "hostPort {host_port} is out of range 0-65535."
+                )));
             }
             if matches!(network_mode, "host" | "awsvpc")
                 && host_port != 0
@@ -114,7 +125,9 @@ fn validate_container(
         }
         if let Some(protocol) = mapping.protocol.as_deref() {
             if protocol != "tcp" && protocol != "udp" {
-                return Err(invalid(format!("protocol '{protocol}' must be tcp or udp.")));
+                return Err(invalid(format!(
+                    "protocol '{protocol}' must be tcp or udp."
+                )));
             }
         }
     }
@@ -125,7 +138,10 @@ fn validate_container(
                 dep.container_name
             )));
         }
-        if !matches!(dep.condition.as_str(), "START" | "COMPLETE" | "SUCCESS" | "HEALTHY") {
+        if !matches!(
+            dep.condition.as_str(),
+            "START" | "COMPLETE" | "SUCCESS" | "HEALTHY"
+        ) {
             return Err(invalid(format!(
                 "dependsOn condition '{}' must be one of START, COMPLETE, SUCCESS, HEALTHY.",
                 dep.condition
@@ -150,7 +166,9 @@ fn validate_container(
         ];
         for (member, value, lo, hi) in ranges {
             if value.is_some_and(|v| !(lo..=hi).contains(&v)) {
-                return Err(invalid(format!("healthCheck.{member} must be between {lo} and {hi}.")));
+                return Err(invalid(format!(
+                    "healthCheck.{member} must be between {lo} and {hi}."
+                )));
             }
         }
     }
@@ -234,7 +252,9 @@ impl ControlPlane {
             }
         };
         if containers.len() > 10 {
-            return Err(ApiError::client("A task definition can have at most 10 containers."));
+            return Err(ApiError::client(
+                "A task definition can have at most 10 containers.",
+            ));
         }
         let network_mode = req.network_mode.clone().unwrap_or_else(|| "bridge".into());
         if !matches!(network_mode.as_str(), "bridge" | "host" | "awsvpc" | "none") {
@@ -243,8 +263,13 @@ impl ControlPlane {
             )));
         }
         for compat in req.requires_compatibilities.iter().flatten() {
-            if !matches!(compat.as_str(), "EC2" | "FARGATE" | "EXTERNAL" | "MANAGED_INSTANCES") {
-                return Err(ApiError::client(format!("Unknown compatibility '{compat}'.")));
+            if !matches!(
+                compat.as_str(),
+                "EC2" | "FARGATE" | "EXTERNAL" | "MANAGED_INSTANCES"
+            ) {
+                return Err(ApiError::client(format!(
+                    "Unknown compatibility '{compat}'."
+                )));
             }
         }
         let task_memory = match req.memory.as_deref() {
@@ -266,7 +291,9 @@ impl ControlPlane {
                 )));
             }
             if !names.insert(name.to_string()) {
-                return Err(ApiError::client(format!("Duplicate container name '{name}'.")));
+                return Err(ApiError::client(format!(
+                    "Duplicate container name '{name}'."
+                )));
             }
         }
         for c in &containers {
@@ -377,7 +404,14 @@ impl ControlPlane {
             .as_ref()
             .is_some_and(|i| i.iter().any(|f| f == "TAGS"));
         let tags = if include_tags {
-            Some(self.tags_of(definition.task_definition_arn.as_deref().unwrap_or_default())?)
+            Some(
+                self.tags_of(
+                    definition
+                        .task_definition_arn
+                        .as_deref()
+                        .unwrap_or_default(),
+                )?,
+            )
         } else {
             None
         };
@@ -413,10 +447,15 @@ impl ControlPlane {
             None | Some("ASC") => {}
             Some("DESC") => defs.reverse(),
             Some(other) => {
-                return Err(ApiError::invalid(format!("sort must be ASC or DESC, got {other}.")))
+                return Err(ApiError::invalid(format!(
+                    "sort must be ASC or DESC, got {other}."
+                )))
             }
         }
-        let arns = defs.into_iter().filter_map(|d| d.task_definition_arn).collect();
+        let arns = defs
+            .into_iter()
+            .filter_map(|d| d.task_definition_arn)
+            .collect();
         let (task_definition_arns, next_token) =
             paging::page(arns, req.next_token.as_deref(), req.max_results, 100)?;
         Ok(ListTaskDefinitionsResponse {
@@ -481,8 +520,11 @@ impl ControlPlane {
             if definition.status.as_deref() == Some(ACTIVE) {
                 definition.status = Some(INACTIVE.into());
                 definition.deregistered_at = Some(now_epoch());
-                self.store
-                    .commit(Txn::new().require_revision(&key, rev).put_json(&key, &definition))?;
+                self.store.commit(
+                    Txn::new()
+                        .require_revision(&key, rev)
+                        .put_json(&key, &definition),
+                )?;
             }
             Ok(definition)
         })?;
@@ -518,7 +560,9 @@ mod tests {
 
     #[test]
     fn parses_references() {
-        assert!(matches!(TaskDefinitionRef::parse("web"), Ok(TaskDefinitionRef::Family(f)) if f == "web"));
+        assert!(
+            matches!(TaskDefinitionRef::parse("web"), Ok(TaskDefinitionRef::Family(f)) if f == "web")
+        );
         assert!(matches!(
             TaskDefinitionRef::parse("arn:aws:ecs:us-east-1:0:task-definition/web:3"),
             Ok(TaskDefinitionRef::Revision(f, 3)) if f == "web"

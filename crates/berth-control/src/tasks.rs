@@ -14,7 +14,9 @@ use berth_scheduler::{
 use berth_store::{StoreExt, Txn};
 use serde::{Deserialize, Serialize};
 
-use crate::instances::{self, remaining_resources, resource_number, resource_ports, usage_by_instance};
+use crate::instances::{
+    self, remaining_resources, resource_number, resource_ports, usage_by_instance,
+};
 use crate::task_definitions::{parse_task_size, ACTIVE as TD_ACTIVE};
 use crate::{keys, paging, with_retries, CResult, ControlError, ControlPlane};
 
@@ -31,7 +33,9 @@ impl Reservation {
     /// ECS's accounting: task-level cpu/memory when set, else the sum over containers of cpu
     /// and of memoryReservation (or memory); static host ports by protocol.
     pub fn of(def: &TaskDefinition, overrides: Option<&TaskOverride>) -> Result<Self, ApiError> {
-        let task_cpu = overrides.and_then(|o| o.cpu.clone()).or_else(|| def.cpu.clone());
+        let task_cpu = overrides
+            .and_then(|o| o.cpu.clone())
+            .or_else(|| def.cpu.clone());
         let task_memory = overrides
             .and_then(|o| o.memory.clone())
             .or_else(|| def.memory.clone());
@@ -42,7 +46,9 @@ impl Reservation {
         for c in &def.container_definitions {
             let o = overrides.and_then(|o| o.for_container(c.name()));
             containers_cpu += o.and_then(|o| o.cpu).or(c.cpu).unwrap_or(0);
-            let reservation = o.and_then(|o| o.memory_reservation).or(c.memory_reservation);
+            let reservation = o
+                .and_then(|o| o.memory_reservation)
+                .or(c.memory_reservation);
             let limit = o.and_then(|o| o.memory).or(c.memory);
             containers_memory += reservation.or(limit).unwrap_or(0);
             if matches!(def.network_mode.as_deref(), Some("awsvpc" | "none")) {
@@ -171,14 +177,20 @@ struct Launch<'a> {
 impl ControlPlane {
     /// The cluster's instances as the scheduler sees them (ACTIVE only unless `all`).
     pub(crate) fn snapshots(&self, cluster: &str) -> CResult<Vec<InstanceSnapshot>> {
-        Ok(self.snapshots_with_status(cluster)?.into_iter().map(|(_, s)| s).collect())
+        Ok(self
+            .snapshots_with_status(cluster)?
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect())
     }
 
     fn snapshots_with_status(&self, cluster: &str) -> CResult<Vec<(String, InstanceSnapshot)>> {
         let instances = self
             .store
             .scan_json::<ContainerInstance>(&keys::instances_of(cluster))?;
-        let tasks = self.store.scan_json::<TaskRecord>(&keys::tasks_of(cluster))?;
+        let tasks = self
+            .store
+            .scan_json::<TaskRecord>(&keys::tasks_of(cluster))?;
         let usage = usage_by_instance(&tasks);
         let empty = instances::InstanceUsage::default();
         Ok(instances
@@ -247,7 +259,12 @@ impl ControlPlane {
         Ok(def)
     }
 
-    fn new_task(&self, launch: &Launch<'_>, instance_arn: &str, availability_zone: Option<String>) -> TaskRecord {
+    fn new_task(
+        &self,
+        launch: &Launch<'_>,
+        instance_arn: &str,
+        availability_zone: Option<String>,
+    ) -> TaskRecord {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let task_arn = self.arns.task(launch.cluster, &id);
         let now = now_epoch();
@@ -335,7 +352,10 @@ impl ControlPlane {
             .put_json(keys::task(cluster, &task_id), record)
             .put_raw(keys::assignment(cluster, instance_id, &task_id), Vec::new());
         if let Some(tags) = record.task.tags.as_ref().filter(|t| !t.is_empty()) {
-            txn = txn.put_json(keys::tags(record.task.task_arn.as_deref().unwrap_or_default()), tags);
+            txn = txn.put_json(
+                keys::tags(record.task.task_arn.as_deref().unwrap_or_default()),
+                tags,
+            );
         }
         txn
     }
@@ -349,7 +369,9 @@ impl ControlPlane {
         def: &TaskDefinition,
     ) -> Result<(), ApiError> {
         if started_by.is_some_and(|s| s.chars().count() > 128) {
-            return Err(ApiError::invalid("startedBy can be at most 128 characters."));
+            return Err(ApiError::invalid(
+                "startedBy can be at most 128 characters.",
+            ));
         }
         if group.is_some_and(|g| g.is_empty() || g.chars().count() > 255) {
             return Err(ApiError::invalid("group must be 1 to 255 characters."));
@@ -385,14 +407,20 @@ impl ControlPlane {
             }
             Some(other) => return Err(ApiError::invalid(format!("Unknown launchType '{other}'."))),
         }
-        if req.capacity_provider_strategy.as_ref().is_some_and(|s| !s.is_empty()) {
+        if req
+            .capacity_provider_strategy
+            .as_ref()
+            .is_some_and(|s| !s.is_empty())
+        {
             return Err(ApiError::new(
                 ErrorCode::UnsupportedFeatureException,
                 "capacityProviderStrategy is not supported by berth yet.",
             ));
         }
         if req.placement_strategy.as_ref().is_some_and(|s| s.len() > 5) {
-            return Err(ApiError::invalid("At most 5 placement strategies are allowed."));
+            return Err(ApiError::invalid(
+                "At most 5 placement strategies are allowed.",
+            ));
         }
         with_retries(|| {
             let (cluster, _, _) = self.active_cluster(req.cluster.as_deref())?;
@@ -402,7 +430,7 @@ impl ControlPlane {
                     .get_json::<Vec<String>>(&keys::client_token(&cluster, token))?
                 {
                     // A retried request: answer with what the first one created.
-                    return Ok(self.describe_tasks_in(&cluster, &arns, false)?);
+                    return self.describe_tasks_in(&cluster, &arns, false);
                 }
             }
             let definition = self.runnable_definition(req.task_definition.as_ref())?;
@@ -415,7 +443,10 @@ impl ControlPlane {
             )?;
             let reservation = Reservation::of(&definition, req.overrides.as_ref())?;
             let family = definition.family.clone().unwrap_or_default();
-            let group = req.group.clone().unwrap_or_else(|| format!("family:{family}"));
+            let group = req
+                .group
+                .clone()
+                .unwrap_or_else(|| format!("family:{family}"));
             let token_key = keys::placement_token(&cluster);
             let token = self.store.get_json::<u64>(&token_key)?;
             let all = self.snapshots_with_status(&cluster)?;
@@ -425,7 +456,10 @@ impl ControlPlane {
                 .map(|(_, s)| s)
                 .collect();
             if candidates.is_empty() {
-                return Err(ApiError::invalid("No Container Instances were found in your cluster.").into());
+                return Err(ApiError::invalid(
+                    "No Container Instances were found in your cluster.",
+                )
+                .into());
             }
             let request = PlacementRequest {
                 count: count as usize,
@@ -481,7 +515,10 @@ impl ControlPlane {
                 created.push(record);
             }
             if let Some(token) = req.client_token.as_deref() {
-                let arns: Vec<String> = created.iter().filter_map(|r| r.task.task_arn.clone()).collect();
+                let arns: Vec<String> = created
+                    .iter()
+                    .filter_map(|r| r.task.task_arn.clone())
+                    .collect();
                 txn = txn.put_json(keys::client_token(&cluster, token), &arns);
             }
             self.store.commit(txn)?;
@@ -503,7 +540,9 @@ impl ControlPlane {
             .filter(|c| !c.is_empty())
             .ok_or_else(|| ApiError::invalid("containerInstances is required."))?;
         if targets.len() > 10 {
-            return Err(ApiError::invalid("At most 10 container instances can be given."));
+            return Err(ApiError::invalid(
+                "At most 10 container instances can be given.",
+            ));
         }
         with_retries(|| {
             let (cluster, _, _) = self.active_cluster(req.cluster.as_deref())?;
@@ -517,7 +556,10 @@ impl ControlPlane {
             )?;
             let reservation = Reservation::of(&definition, req.overrides.as_ref())?;
             let family = definition.family.clone().unwrap_or_default();
-            let group = req.group.clone().unwrap_or_else(|| format!("family:{family}"));
+            let group = req
+                .group
+                .clone()
+                .unwrap_or_else(|| format!("family:{family}"));
             let token_key = keys::placement_token(&cluster);
             let token = self.store.get_json::<u64>(&token_key)?;
             let mut snapshots = self.snapshots_with_status(&cluster)?;
@@ -536,7 +578,8 @@ impl ControlPlane {
             for given in &targets {
                 let id = Self::instance_id(&cluster, given)?;
                 let arn = self.arns.container_instance(&cluster, &id);
-                let Some((status, snapshot)) = snapshots.iter_mut().find(|(_, s)| s.arn == arn) else {
+                let Some((status, snapshot)) = snapshots.iter_mut().find(|(_, s)| s.arn == arn)
+                else {
                     out.failures.push(Failure::new(Some(arn), "MISSING"));
                     continue;
                 };
@@ -562,8 +605,11 @@ impl ControlPlane {
                         .map_err(|e| ApiError::invalid(e.to_string()))?
                 };
                 if plan.placements.is_empty() {
-                    out.failures
-                        .extend(plan.failures.into_iter().map(|f| Failure::new(f.arn, f.reason)));
+                    out.failures.extend(
+                        plan.failures
+                            .into_iter()
+                            .map(|f| Failure::new(f.arn, f.reason)),
+                    );
                     continue;
                 }
                 // Later targets in this request see what this one took.
@@ -592,9 +638,14 @@ impl ControlPlane {
         if given.starts_with("arn:") {
             let arn = Arn::parse(given)?;
             let ok = arn.kind == ResourceKind::Task
-                && arn.resource.split_once('/').is_some_and(|(c, _)| c == cluster);
+                && arn
+                    .resource
+                    .split_once('/')
+                    .is_some_and(|(c, _)| c == cluster);
             if !ok {
-                return Err(ApiError::invalid(format!("{given} is not a task of cluster {cluster}.")));
+                return Err(ApiError::invalid(format!(
+                    "{given} is not a task of cluster {cluster}."
+                )));
             }
             return Ok(arn.last_segment().to_string());
         }
@@ -625,23 +676,35 @@ impl ControlPlane {
                 );
                 record.task.stop_code = Some(stop_code::USER_INITIATED.into());
                 record.bump_version();
-                self.store
-                    .commit(Txn::new().require_revision(&key, rev).put_json(&key, &record))?;
+                self.store.commit(
+                    Txn::new()
+                        .require_revision(&key, rev)
+                        .put_json(&key, &record),
+                )?;
             }
             Ok(record.task)
         })?;
         Ok(StopTaskResponse { task: Some(task) })
     }
 
-    fn describe_tasks_in(&self, cluster: &str, given: &[String], include_tags: bool) -> CResult<TasksResponse> {
+    fn describe_tasks_in(
+        &self,
+        cluster: &str,
+        given: &[String],
+        include_tags: bool,
+    ) -> CResult<TasksResponse> {
         let mut out = TasksResponse::default();
         for g in given {
             let id = Self::task_id(cluster, g)?;
-            match self.store.get_json::<TaskRecord>(&keys::task(cluster, &id))? {
+            match self
+                .store
+                .get_json::<TaskRecord>(&keys::task(cluster, &id))?
+            {
                 Some((mut record, _)) => {
                     if include_tags {
-                        record.task.tags =
-                            Some(self.tags_of(record.task.task_arn.as_deref().unwrap_or_default())?);
+                        record.task.tags = Some(
+                            self.tags_of(record.task.task_arn.as_deref().unwrap_or_default())?,
+                        );
                     } else {
                         record.task.tags = None;
                     }
@@ -662,7 +725,9 @@ impl ControlPlane {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::invalid("tasks is required and may not be empty."))?;
         if wanted.len() > 100 {
-            return Err(ApiError::invalid("At most 100 tasks can be described at once."));
+            return Err(ApiError::invalid(
+                "At most 100 tasks can be described at once.",
+            ));
         }
         let include_tags = req
             .include
@@ -677,18 +742,25 @@ impl ControlPlane {
     pub fn list_tasks(&self, req: ListTasksRequest) -> Result<ListTasksResponse, ApiError> {
         let desired = req.desired_status.as_deref().unwrap_or(status::RUNNING);
         if !matches!(desired, status::RUNNING | status::PENDING | status::STOPPED) {
-            return Err(ApiError::invalid("desiredStatus must be RUNNING, PENDING or STOPPED."));
+            return Err(ApiError::invalid(
+                "desiredStatus must be RUNNING, PENDING or STOPPED.",
+            ));
         }
         let (cluster, _, _) = with_retries(|| self.active_cluster(req.cluster.as_deref()))?;
         let instance_arn = match req.container_instance.as_deref() {
-            Some(given) => Some(self.arns.container_instance(&cluster, &Self::instance_id(&cluster, given)?)),
+            Some(given) => Some(
+                self.arns
+                    .container_instance(&cluster, &Self::instance_id(&cluster, given)?),
+            ),
             None => None,
         };
         let family = match req.family.as_deref() {
-            Some(f) => Some(match crate::task_definitions::TaskDefinitionRef::parse(f)? {
-                crate::task_definitions::TaskDefinitionRef::Family(f) => f,
-                crate::task_definitions::TaskDefinitionRef::Revision(f, _) => f,
-            }),
+            Some(f) => Some(
+                match crate::task_definitions::TaskDefinitionRef::parse(f)? {
+                    crate::task_definitions::TaskDefinitionRef::Family(f) => f,
+                    crate::task_definitions::TaskDefinitionRef::Revision(f, _) => f,
+                },
+            ),
             None => None,
         };
         let service_group = req.service_name.as_deref().map(|s| {
@@ -723,7 +795,8 @@ impl ControlPlane {
                 .then_with(|| a.task_arn.cmp(&b.task_arn))
         });
         let arns = tasks.into_iter().filter_map(|t| t.task_arn).collect();
-        let (task_arns, next_token) = paging::page(arns, req.next_token.as_deref(), req.max_results, 100)?;
+        let (task_arns, next_token) =
+            paging::page(arns, req.next_token.as_deref(), req.max_results, 100)?;
         Ok(ListTasksResponse {
             task_arns,
             next_token,

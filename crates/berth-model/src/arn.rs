@@ -102,7 +102,10 @@ impl ArnBuilder {
         self.build(ResourceKind::Cluster, name)
     }
     pub fn task_definition(&self, family: &str, revision: i64) -> String {
-        self.build(ResourceKind::TaskDefinition, &format!("{family}:{revision}"))
+        self.build(
+            ResourceKind::TaskDefinition,
+            &format!("{family}:{revision}"),
+        )
     }
     pub fn task(&self, cluster: &str, id: &str) -> String {
         self.build(ResourceKind::Task, &format!("{cluster}/{id}"))

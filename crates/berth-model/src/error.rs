@@ -79,7 +79,9 @@ impl ApiError {
     pub fn require<'a>(value: &'a Option<String>, member: &str) -> Result<&'a str, ApiError> {
         match value.as_deref() {
             Some(v) if !v.trim().is_empty() => Ok(v),
-            _ => Err(Self::invalid(format!("{member} is required and may not be empty."))),
+            _ => Err(Self::invalid(format!(
+                "{member} is required and may not be empty."
+            ))),
         }
     }
 }

@@ -8,8 +8,8 @@ use bollard::container::{
 use bollard::errors::Error as BollardError;
 use bollard::image::CreateImageOptions;
 use bollard::models::{
-    ContainerInspectResponse, ContainerStateStatusEnum, HealthConfig, HealthStatusEnum,
-    HostConfig, PortBinding as DockerPortBinding, ResourcesUlimits,
+    ContainerInspectResponse, ContainerStateStatusEnum, HealthConfig, HealthStatusEnum, HostConfig,
+    PortBinding as DockerPortBinding, ResourcesUlimits,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -60,15 +60,12 @@ impl DockerRuntime {
             Some(ContainerStateStatusEnum::CREATED) => RunState::Created,
             _ => RunState::Exited,
         };
-        let health = state
-            .health
-            .and_then(|h| h.status)
-            .and_then(|s| match s {
-                HealthStatusEnum::STARTING => Some(Health::Starting),
-                HealthStatusEnum::HEALTHY => Some(Health::Healthy),
-                HealthStatusEnum::UNHEALTHY => Some(Health::Unhealthy),
-                _ => None,
-            });
+        let health = state.health.and_then(|h| h.status).and_then(|s| match s {
+            HealthStatusEnum::STARTING => Some(Health::Starting),
+            HealthStatusEnum::HEALTHY => Some(Health::Healthy),
+            HealthStatusEnum::UNHEALTHY => Some(Health::Unhealthy),
+            _ => None,
+        });
         let mut ports = Vec::new();
         if let Some(map) = inspect.network_settings.and_then(|n| n.ports) {
             for (key, bindings) in map {
@@ -163,16 +160,18 @@ impl ContainerRuntime for DockerRuntime {
             let key = format!("{}/{}", p.container_port, p.protocol.as_str());
             exposed.insert(key.clone(), HashMap::new());
             if spec.network_mode == "bridge" {
-                bindings.entry(key).or_default().get_or_insert_with(Vec::new).push(
-                    DockerPortBinding {
+                bindings
+                    .entry(key)
+                    .or_default()
+                    .get_or_insert_with(Vec::new)
+                    .push(DockerPortBinding {
                         host_ip: Some(p.host_ip.clone()),
                         host_port: Some(if p.host_port == 0 {
                             String::new()
                         } else {
                             p.host_port.to_string()
                         }),
-                    },
-                );
+                    });
             }
         }
         let mib = |m: i64| m * 1024 * 1024;

@@ -99,7 +99,9 @@ impl Store for RedbStore {
             let mut kv = wtx.open_table(KV).map_err(backend)?;
             for cond in &txn.conditions {
                 let (key, ok) = match cond {
-                    Condition::Absent(key) => (key, kv.get(key.as_str()).map_err(backend)?.is_none()),
+                    Condition::Absent(key) => {
+                        (key, kv.get(key.as_str()).map_err(backend)?.is_none())
+                    }
                     Condition::ModRevision(key, want) => {
                         let current = match kv.get(key.as_str()).map_err(backend)? {
                             Some(raw) => Some(decode(key, raw.value())?.mod_revision),
@@ -162,7 +164,12 @@ mod tests {
     fn put_get_scan_delete() {
         let (_dir, store) = open();
         let rev = store
-            .commit(Txn::new().put_json("a/1", &1).put_json("a/2", &2).put_json("b/1", &3))
+            .commit(
+                Txn::new()
+                    .put_json("a/1", &1)
+                    .put_json("a/2", &2)
+                    .put_json("b/1", &3),
+            )
             .unwrap();
         assert_eq!(rev, 1);
         let (v, mod_rev) = store.get_json::<i32>("a/2").unwrap().unwrap();
@@ -173,7 +180,10 @@ mod tests {
             .into_iter()
             .map(|(k, v, _)| (k, v))
             .collect();
-        assert_eq!(scanned, vec![("a/1".to_string(), 1), ("a/2".to_string(), 2)]);
+        assert_eq!(
+            scanned,
+            vec![("a/1".to_string(), 1), ("a/2".to_string(), 2)]
+        );
         store.commit(Txn::new().delete("a/1")).unwrap();
         assert!(store.get("a/1").unwrap().is_none());
         assert_eq!(store.revision(), 2);
@@ -202,7 +212,10 @@ mod tests {
         store
             .commit(Txn::new().require_revision("k", 1).put_json("k", &"v4"))
             .unwrap();
-        assert_eq!(store.get_json::<String>("k").unwrap().unwrap(), ("v4".into(), 2));
+        assert_eq!(
+            store.get_json::<String>("k").unwrap().unwrap(),
+            ("v4".into(), 2)
+        );
     }
 
     #[test]

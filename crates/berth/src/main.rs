@@ -18,7 +18,11 @@ use clap::{Args, Parser, Subcommand};
 use tokio::sync::watch;
 
 #[derive(Parser)]
-#[command(name = "berth", version, about = "Amazon ECS-compatible container orchestrator")]
+#[command(
+    name = "berth",
+    version,
+    about = "Amazon ECS-compatible container orchestrator"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -123,7 +127,10 @@ struct RunningServer {
     handle: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-async fn start_server(args: &ServerArgs, shutdown: watch::Receiver<bool>) -> anyhow::Result<RunningServer> {
+async fn start_server(
+    args: &ServerArgs,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<RunningServer> {
     let store_path = args.data_dir.join("state.redb");
     let store = RedbStore::open(&store_path)
         .with_context(|| format!("opening store {}", store_path.display()))?;
@@ -159,10 +166,18 @@ async fn start_server(args: &ServerArgs, shutdown: watch::Receiver<bool>) -> any
     // Tests and scripts read this line to learn the port when --listen uses port 0.
     println!("berth: listening on {url}");
     let mut stop = shutdown;
-    let handle = tokio::spawn(berth_api::serve(listener, Arc::clone(&control), async move {
-        let _ = stop.wait_for(|s| *s).await;
-    }));
-    Ok(RunningServer { url, control, handle })
+    let handle = tokio::spawn(berth_api::serve(
+        listener,
+        Arc::clone(&control),
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        },
+    ));
+    Ok(RunningServer {
+        url,
+        control,
+        handle,
+    })
 }
 
 async fn run_agent(config: AgentConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
