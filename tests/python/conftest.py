@@ -128,10 +128,11 @@ class BerthDev:
             if m:
                 self.url = m.group(1)
                 return self.url
+        exited = self.proc.poll()
         self.stop()
+        why = f"exited with code {exited}" if exited is not None else f"timed out after {timeout}s"
         raise RuntimeError(
-            f"berth dev did not print its listening line within {timeout}s "
-            f"(exit code {self.proc.poll()}); stdout: {seen!r}\n"
+            f"berth dev did not print its listening line ({why}); stdout: {seen!r}\n"
             f"--- tail of {self.log_path} ---\n{_log_tail(self.log_path)}"
         )
 

@@ -270,6 +270,8 @@ def test_run_list_and_stop_tasks(ecs, cluster, unique_name):
     info = docker_inspect(victim_cid)
     assert info is None or info["State"]["Running"] is False
 
+    # Without desiredStatus, ListTasks lists RUNNING (desired) tasks only, as in ECS.
+    assert listed() == {survivor}
     assert listed(desiredStatus="STOPPED") == {victim}
     assert listed(desiredStatus="RUNNING") == {survivor}
     # The other task is unaffected.
@@ -342,10 +344,17 @@ def test_unknown_task_definition_is_client_exception(ecs, cluster, unique_name):
     assert ecs.list_tasks(cluster=cluster)["taskArns"] == []
 
 
-def test_fargate_is_unsupported(ecs, cluster, unique_name):
+def test_fargate_and_awsvpc_are_unsupported(ecs, cluster, unique_name):
     family = unique_name("td")
     register_sleeper(ecs, family)
-    with pytest.raises(botocore.exceptions.ClientError) as excinfo:
+    with pytest.raises(ecs.exceptions.UnsupportedFeatureException) as excinfo:
         ecs.run_task(cluster=cluster, taskDefinition=family, launchType="FARGATE")
     assert error_code(excinfo) == "UnsupportedFeatureException"
-    assert isinstance(excinfo.value, ecs.exceptions.UnsupportedFeatureException)
+
+    vpc_family = unique_name("td-vpc")
+    ecs.register_task_definition(
+        family=vpc_family, networkMode="awsvpc", containerDefinitions=[sleeper_container()]
+    )
+    with pytest.raises(ecs.exceptions.UnsupportedFeatureException):
+        ecs.run_task(cluster=cluster, taskDefinition=vpc_family)
+    assert ecs.list_tasks(cluster=cluster)["taskArns"] == []

@@ -316,6 +316,14 @@ impl ControlPlane {
             ));
         }
         check_dependency_cycles(&containers)?;
+        // Host ports mapped twice would make every launch fail: refuse them now.
+        let probe = TaskDefinition {
+            family: Some(family.clone()),
+            network_mode: req.network_mode.clone(),
+            container_definitions: containers.clone(),
+            ..Default::default()
+        };
+        crate::Reservation::of(&probe, None).map_err(|e| ApiError::client(e.message))?;
         self.validate_tags(req.tags.as_deref().unwrap_or_default())?;
 
         let containers: Vec<ContainerDefinition> =

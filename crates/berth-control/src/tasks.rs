@@ -992,3 +992,261 @@ impl From<ControlError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use berth_model::{
+        ContainerDefinition, ContainerOverride, CreateClusterRequest, PortMapping,
+        RegisterContainerInstanceRequest, RegisterTaskDefinitionRequest, Resource,
+    };
+    use berth_store::RedbStore;
+
+    use super::*;
+    use crate::ControlConfig;
+
+    fn container(
+        name: &str,
+        cpu: i64,
+        memory: Option<i64>,
+        reservation: Option<i64>,
+        host_port: Option<i64>,
+    ) -> ContainerDefinition {
+        ContainerDefinition {
+            name: Some(name.into()),
+            image: Some("img".into()),
+            cpu: Some(cpu),
+            memory,
+            memory_reservation: reservation,
+            port_mappings: host_port.map(|p| {
+                vec![PortMapping {
+                    container_port: Some(80),
+                    host_port: Some(p),
+                    ..Default::default()
+                }]
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn reservation_sums_containers_and_prefers_soft_limits() {
+        let def = TaskDefinition {
+            family: Some("f".into()),
+            container_definitions: vec![
+                container("a", 100, Some(256), Some(128), Some(8080)),
+                container("b", 50, Some(64), None, Some(0)),
+            ],
+            ..Default::default()
+        };
+        let r = Reservation::of(&def, None).unwrap();
+        assert_eq!((r.cpu, r.memory), (150, 128 + 64));
+        assert_eq!(r.tcp_ports.into_iter().collect::<Vec<_>>(), vec![8080]);
+
+        let overrides = TaskOverride {
+            container_overrides: Some(vec![ContainerOverride {
+                name: Some("b".into()),
+                memory: Some(100),
+                cpu: Some(10),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let r = Reservation::of(&def, Some(&overrides)).unwrap();
+        assert_eq!((r.cpu, r.memory), (110, 228));
+
+        let task_level = TaskDefinition {
+            cpu: Some("1 vCPU".into()),
+            memory: Some("512".into()),
+            ..def.clone()
+        };
+        let r = Reservation::of(&task_level, None).unwrap();
+        assert_eq!((r.cpu, r.memory), (1024, 512));
+
+        // Host mode binds each containerPort on the host, so two containers on port 80 clash.
+        let host = TaskDefinition {
+            network_mode: Some("host".into()),
+            ..def.clone()
+        };
+        assert!(Reservation::of(&host, None).is_err());
+        let single = TaskDefinition {
+            container_definitions: vec![def.container_definitions[0].clone()],
+            ..host
+        };
+        let r = Reservation::of(&single, None).unwrap();
+        assert_eq!(r.tcp_ports.into_iter().collect::<Vec<_>>(), vec![80]);
+    }
+
+    fn control() -> (tempfile::TempDir, Arc<ControlPlane>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+        let cp = ControlPlane::new(
+            Arc::new(store),
+            ControlConfig {
+                rng_seed: Some(7),
+                ..Default::default()
+            },
+        );
+        (dir, cp)
+    }
+
+    fn setup(cp: &ControlPlane) -> String {
+        cp.create_cluster(CreateClusterRequest {
+            cluster_name: Some("c".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        cp.register_container_instance(RegisterContainerInstanceRequest {
+            cluster: Some("c".into()),
+            total_resources: Some(vec![
+                Resource::integer("CPU", 1024),
+                Resource::integer("MEMORY", 1024),
+            ]),
+            ..Default::default()
+        })
+        .unwrap();
+        cp.register_task_definition(RegisterTaskDefinitionRequest {
+            family: Some("f".into()),
+            container_definitions: Some(vec![container("main", 10, Some(100), None, None)]),
+            ..Default::default()
+        })
+        .unwrap();
+        let run = cp
+            .run_task(RunTaskRequest {
+                cluster: Some("c".into()),
+                task_definition: Some("f".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        run.tasks[0].task_arn.clone().unwrap()
+    }
+
+    fn report(cp: &ControlPlane, task: &str, status: &str, exit_code: Option<i64>) {
+        cp.submit_task_state_change(SubmitTaskStateChangeRequest {
+            cluster: Some("c".into()),
+            task: Some(task.into()),
+            status: Some(status.into()),
+            containers: Some(vec![berth_model::ContainerStateChange {
+                container_name: Some("main".into()),
+                status: Some(
+                    if status == status::STOPPED {
+                        "STOPPED"
+                    } else {
+                        "RUNNING"
+                    }
+                    .into(),
+                ),
+                exit_code,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        })
+        .unwrap();
+    }
+
+    fn describe(cp: &ControlPlane, task: &str) -> Task {
+        cp.describe_tasks(DescribeTasksRequest {
+            cluster: Some("c".into()),
+            tasks: Some(vec![task.into()]),
+            include: None,
+        })
+        .unwrap()
+        .tasks
+        .remove(0)
+    }
+
+    #[test]
+    fn observed_state_only_moves_forward_and_stopped_is_final() {
+        let (_dir, cp) = control();
+        let task = setup(&cp);
+        report(&cp, &task, status::RUNNING, None);
+        let running = describe(&cp, &task);
+        assert_eq!(running.last_status.as_deref(), Some(status::RUNNING));
+        assert!(running.started_at.is_some());
+        report(&cp, &task, status::PENDING, None);
+        assert_eq!(
+            describe(&cp, &task).last_status.as_deref(),
+            Some(status::RUNNING)
+        );
+        report(&cp, &task, status::STOPPED, Some(3));
+        let stopped = describe(&cp, &task);
+        assert_eq!(stopped.last_status.as_deref(), Some(status::STOPPED));
+        assert_eq!(stopped.desired_status.as_deref(), Some(status::STOPPED));
+        assert_eq!(stopped.containers.as_ref().unwrap()[0].exit_code, Some(3));
+        let version = stopped.version;
+        report(&cp, &task, status::RUNNING, Some(0));
+        let after = describe(&cp, &task);
+        assert_eq!(after.last_status.as_deref(), Some(status::STOPPED));
+        assert_eq!(after.containers.unwrap()[0].exit_code, Some(3));
+        assert_eq!(after.version, version);
+    }
+
+    #[test]
+    fn stopped_tasks_free_their_resources() {
+        let (_dir, cp) = control();
+        let task = setup(&cp);
+        let snapshot = cp.snapshots("c").unwrap();
+        assert_eq!(snapshot[0].remaining.memory, 1024 - 100);
+        report(&cp, &task, status::STOPPED, Some(0));
+        let snapshot = cp.snapshots("c").unwrap();
+        assert_eq!(snapshot[0].remaining.memory, 1024);
+        assert!(snapshot[0].tasks.is_empty());
+    }
+
+    #[test]
+    fn client_token_makes_run_task_idempotent() {
+        let (_dir, cp) = control();
+        setup(&cp);
+        let req = RunTaskRequest {
+            cluster: Some("c".into()),
+            task_definition: Some("f".into()),
+            count: Some(2),
+            client_token: Some("once".into()),
+            ..Default::default()
+        };
+        let first = cp.run_task(req.clone()).unwrap();
+        let again = cp.run_task(req).unwrap();
+        let arns = |r: &TasksResponse| {
+            r.tasks
+                .iter()
+                .map(|t| t.task_arn.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(arns(&first), arns(&again));
+        assert_eq!(cp.snapshots("c").unwrap()[0].tasks.len(), 3);
+    }
+
+    #[test]
+    fn forgets_only_old_stopped_tasks() {
+        let (_dir, cp) = control();
+        let task = setup(&cp);
+        assert_eq!(
+            cp.forget_stopped_tasks(std::time::Duration::ZERO).unwrap(),
+            0
+        );
+        report(&cp, &task, status::STOPPED, Some(0));
+        assert_eq!(
+            cp.forget_stopped_tasks(std::time::Duration::from_secs(3600))
+                .unwrap(),
+            0
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(
+            cp.forget_stopped_tasks(std::time::Duration::ZERO).unwrap(),
+            1
+        );
+        assert!(describe_missing(&cp, &task));
+    }
+
+    fn describe_missing(cp: &ControlPlane, task: &str) -> bool {
+        let r = cp
+            .describe_tasks(DescribeTasksRequest {
+                cluster: Some("c".into()),
+                tasks: Some(vec![task.into()]),
+                include: None,
+            })
+            .unwrap();
+        r.tasks.is_empty() && r.failures[0].reason.as_deref() == Some("MISSING")
+    }
+}

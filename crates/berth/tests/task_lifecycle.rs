@@ -91,6 +91,12 @@ async fn three_tasks_run_as_docker_containers_and_stop() {
         )
         .await;
     assert_eq!(stopped_list["taskArns"].as_array().unwrap().len(), 3);
+
+    // The dev agent joined the cluster by itself, so it does not keep the cluster alive.
+    let deleted = api.ok("DeleteCluster", json!({"cluster": cluster})).await;
+    assert_eq!(deleted["cluster"]["status"], "INACTIVE");
+    let listed = api.ok("ListClusters", json!({})).await;
+    assert!(!listed["clusterArns"].to_string().contains(&cluster));
 }
 
 #[tokio::test]
