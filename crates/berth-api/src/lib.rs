@@ -167,7 +167,7 @@ async fn agent_poll(State(control): State<Arc<ControlPlane>>, body: Bytes) -> Aw
                 format!("invalid poll request: {e}"),
             )
         })?;
-        respond(control.poll_assignments(req).await)
+        respond(Arc::clone(&control).poll_assignments(req).await)
     }
     .await;
     AwsResponse(result)

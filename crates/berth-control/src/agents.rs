@@ -3,6 +3,7 @@
 //! (a store commit wakes every waiting poll), so agents never busy-poll.
 
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_model::{
@@ -80,19 +81,38 @@ impl ControlPlane {
     }
 
     /// Long-poll: answers when the assignment differs from `known_digest`, or at the deadline.
-    pub async fn poll_assignments(&self, req: PollRequest) -> Result<PollResponse, ApiError> {
-        let wait =
-            Duration::from_secs(req.wait_seconds.unwrap_or(20)).min(self.config.max_poll_wait);
+    /// The wait is capped well below the agent timeout, since each poll is also a heartbeat.
+    pub async fn poll_assignments(
+        self: Arc<Self>,
+        req: PollRequest,
+    ) -> Result<PollResponse, ApiError> {
+        let cap = self.config.max_poll_wait.min(self.config.agent_timeout / 3);
+        let wait = Duration::from_secs(req.wait_seconds.unwrap_or(20)).min(cap);
         let deadline = tokio::time::Instant::now() + wait;
-        for polled in &req.instances {
-            let cluster = crate::cluster_name(Some(&polled.cluster))?;
-            self.heartbeat(&cluster, &polled.container_instance_arn)?;
-        }
+        let req = Arc::new(req);
+        // Store I/O is synchronous: keep it off the reactor.
+        let blocking = |f: fn(&ControlPlane, &PollRequest) -> Result<PollResponse, ApiError>| {
+            let this = Arc::clone(&self);
+            let req = Arc::clone(&req);
+            async move {
+                tokio::task::spawn_blocking(move || f(&this, &req))
+                    .await
+                    .unwrap_or_else(|e| Err(ApiError::server(e.to_string())))
+            }
+        };
         let mut changes = self.store.watch();
+        blocking(|cp, req| {
+            for polled in &req.instances {
+                let cluster = crate::cluster_name(Some(&polled.cluster))?;
+                cp.heartbeat(&cluster, &polled.container_instance_arn)?;
+            }
+            Ok(PollResponse::default())
+        })
+        .await?;
         loop {
             // Mark what we have seen before reading, so a commit after the read still wakes us.
             changes.borrow_and_update();
-            let current = self.assignments(&req)?;
+            let current = blocking(Self::assignments).await?;
             if req.known_digest.as_deref() != Some(current.digest.as_str()) {
                 return Ok(current);
             }
