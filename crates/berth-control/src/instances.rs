@@ -2,7 +2,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
 use berth_model::{
-    now_epoch, status, ApiError, Arn, Attribute, ContainerInstance, ContainerInstanceResponse,
+    now_epoch, status, ApiError, Attribute, ContainerInstance, ContainerInstanceResponse,
     DeregisterContainerInstanceRequest, DescribeContainerInstancesRequest,
     DescribeContainerInstancesResponse, Failure, ListContainerInstancesRequest,
     ListContainerInstancesResponse, RegisterContainerInstanceRequest, Resource, ResourceKind,
@@ -109,21 +109,12 @@ fn attribute(name: &str, value: &str) -> Attribute {
 impl ControlPlane {
     /// Splits a container instance given by ARN or id within `cluster` into its id.
     pub(crate) fn instance_id(cluster: &str, given: &str) -> Result<String, ApiError> {
-        if given.starts_with("arn:") {
-            let arn = Arn::parse(given)?;
-            let ok = arn.kind == ResourceKind::ContainerInstance
-                && arn
-                    .resource
-                    .split_once('/')
-                    .is_some_and(|(c, _)| c == cluster);
-            if !ok {
-                return Err(ApiError::invalid(format!(
-                    "{given} is not a container instance of cluster {cluster}."
-                )));
-            }
-            return Ok(arn.last_segment().to_string());
-        }
-        Ok(given.to_string())
+        crate::id_in_cluster(
+            cluster,
+            given,
+            ResourceKind::ContainerInstance,
+            "container instance",
+        )
     }
 
     pub fn register_container_instance(

@@ -157,3 +157,27 @@ pub(crate) fn cluster_name(given: Option<&str>) -> Result<String, ApiError> {
     }
     Ok(given.to_string())
 }
+
+/// Splits a cluster-scoped resource given by ARN (`.../<kind>/<cluster>/<id>`) or bare id
+/// into its id, refusing ARNs of another kind or cluster.
+pub(crate) fn id_in_cluster(
+    cluster: &str,
+    given: &str,
+    kind: ResourceKind,
+    what: &str,
+) -> Result<String, ApiError> {
+    if !given.starts_with("arn:") {
+        return Ok(given.to_string());
+    }
+    let arn = Arn::parse(given)?;
+    let same_cluster = arn
+        .resource
+        .split_once('/')
+        .is_some_and(|(c, _)| c == cluster);
+    if arn.kind != kind || !same_cluster {
+        return Err(ApiError::invalid(format!(
+            "{given} is not a {what} of cluster {cluster}."
+        )));
+    }
+    Ok(arn.last_segment().to_string())
+}

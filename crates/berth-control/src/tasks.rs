@@ -1,7 +1,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use berth_model::{
-    now_epoch, status, status::stop_code, AcknowledgmentResponse, ApiError, Arn, Container,
+    now_epoch, status, status::stop_code, AcknowledgmentResponse, ApiError, Container,
     ContainerInstance, DescribeTasksRequest, ErrorCode, Failure, ListTasksRequest,
     ListTasksResponse, ResourceKind, RunTaskRequest, StartTaskRequest, StopTaskRequest,
     StopTaskResponse, SubmitTaskStateChangeRequest, Tag, Task, TaskDefinition, TaskOverride,
@@ -360,6 +360,41 @@ impl ControlPlane {
         txn
     }
 
+    /// What RunTask and StartTask both need: a runnable definition, validated launch
+    /// members, the reservation and the task group.
+    fn prepare_launch(
+        &self,
+        task_definition: Option<&String>,
+        started_by: Option<&str>,
+        group: Option<&str>,
+        tags: Option<&[Tag]>,
+        overrides: Option<&TaskOverride>,
+    ) -> CResult<(TaskDefinition, Reservation, String)> {
+        let definition = self.runnable_definition(task_definition)?;
+        self.validate_launch_members(started_by, group, tags, overrides, &definition)?;
+        let reservation = Reservation::of(&definition, overrides)?;
+        let group = group.map_or_else(
+            || {
+                format!(
+                    "family:{}",
+                    definition.family.as_deref().unwrap_or_default()
+                )
+            },
+            str::to_string,
+        );
+        Ok((definition, reservation, group))
+    }
+
+    /// A transaction that bumps the cluster's placement token, so it conflicts with any
+    /// placement committed since the token was read.
+    fn placement_txn(&self, cluster: &str) -> CResult<Txn> {
+        let key = keys::placement_token(cluster);
+        let token = self.store.get_json::<u64>(&key)?;
+        Ok(Txn::new()
+            .require_unchanged(&key, token.as_ref().map(|(_, rev)| *rev))
+            .put_json(&key, &(token.map_or(0, |(n, _)| n) + 1)))
+    }
+
     fn validate_launch_members(
         &self,
         started_by: Option<&str>,
@@ -433,22 +468,13 @@ impl ControlPlane {
                     return self.describe_tasks_in(&cluster, &arns, false);
                 }
             }
-            let definition = self.runnable_definition(req.task_definition.as_ref())?;
-            self.validate_launch_members(
+            let (definition, reservation, group) = self.prepare_launch(
+                req.task_definition.as_ref(),
                 req.started_by.as_deref(),
                 req.group.as_deref(),
                 req.tags.as_deref(),
                 req.overrides.as_ref(),
-                &definition,
             )?;
-            let reservation = Reservation::of(&definition, req.overrides.as_ref())?;
-            let family = definition.family.clone().unwrap_or_default();
-            let group = req
-                .group
-                .clone()
-                .unwrap_or_else(|| format!("family:{family}"));
-            let token_key = keys::placement_token(&cluster);
-            let token = self.store.get_json::<u64>(&token_key)?;
             let all = self.snapshots_with_status(&cluster)?;
             let candidates: Vec<InstanceSnapshot> = all
                 .into_iter()
@@ -502,8 +528,7 @@ impl ControlPlane {
                 tags: req.tags.as_deref(),
                 reservation: &reservation,
             };
-            let mut txn = Txn::new().require_unchanged(&token_key, token.as_ref().map(|(_, r)| *r));
-            txn = txn.put_json(&token_key, &(token.map_or(0, |(n, _)| n) + 1));
+            let mut txn = self.placement_txn(&cluster)?;
             let mut created = Vec::new();
             for placement in &plan.placements {
                 let az = candidates
@@ -546,22 +571,13 @@ impl ControlPlane {
         }
         with_retries(|| {
             let (cluster, _, _) = self.active_cluster(req.cluster.as_deref())?;
-            let definition = self.runnable_definition(req.task_definition.as_ref())?;
-            self.validate_launch_members(
+            let (definition, reservation, group) = self.prepare_launch(
+                req.task_definition.as_ref(),
                 req.started_by.as_deref(),
                 req.group.as_deref(),
                 req.tags.as_deref(),
                 req.overrides.as_ref(),
-                &definition,
             )?;
-            let reservation = Reservation::of(&definition, req.overrides.as_ref())?;
-            let family = definition.family.clone().unwrap_or_default();
-            let group = req
-                .group
-                .clone()
-                .unwrap_or_else(|| format!("family:{family}"));
-            let token_key = keys::placement_token(&cluster);
-            let token = self.store.get_json::<u64>(&token_key)?;
             let mut snapshots = self.snapshots_with_status(&cluster)?;
             let launch = Launch {
                 cluster: &cluster,
@@ -572,8 +588,7 @@ impl ControlPlane {
                 tags: req.tags.as_deref(),
                 reservation: &reservation,
             };
-            let mut txn = Txn::new().require_unchanged(&token_key, token.as_ref().map(|(_, r)| *r));
-            txn = txn.put_json(&token_key, &(token.map_or(0, |(n, _)| n) + 1));
+            let mut txn = self.placement_txn(&cluster)?;
             let mut out = TasksResponse::default();
             for given in &targets {
                 let id = Self::instance_id(&cluster, given)?;
@@ -635,21 +650,7 @@ impl ControlPlane {
 
     /// Splits a task given by ARN or id within `cluster` into its id.
     fn task_id(cluster: &str, given: &str) -> Result<String, ApiError> {
-        if given.starts_with("arn:") {
-            let arn = Arn::parse(given)?;
-            let ok = arn.kind == ResourceKind::Task
-                && arn
-                    .resource
-                    .split_once('/')
-                    .is_some_and(|(c, _)| c == cluster);
-            if !ok {
-                return Err(ApiError::invalid(format!(
-                    "{given} is not a task of cluster {cluster}."
-                )));
-            }
-            return Ok(arn.last_segment().to_string());
-        }
-        Ok(given.to_string())
+        crate::id_in_cluster(cluster, given, ResourceKind::Task, "task")
     }
 
     pub fn stop_task(&self, req: StopTaskRequest) -> Result<StopTaskResponse, ApiError> {

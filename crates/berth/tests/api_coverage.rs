@@ -8,18 +8,8 @@ use common::*;
 use serde_json::{json, Value};
 
 async fn instance(api: &Api, cluster: &str) -> String {
-    let v = api
-        .ok(
-            "RegisterContainerInstance",
-            json!({"cluster": cluster, "totalResources": [
-                {"name": "CPU", "type": "INTEGER", "integerValue": 2048},
-                {"name": "MEMORY", "type": "INTEGER", "integerValue": 2048}]}),
-        )
-        .await;
-    v["containerInstance"]["containerInstanceArn"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    api.register_instance(cluster, 2048, 2048, "us-east-1a", json!([]))
+        .await
 }
 
 fn strings(v: &Value) -> Vec<String> {

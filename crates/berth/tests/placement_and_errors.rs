@@ -8,36 +8,6 @@ use std::collections::HashMap;
 use common::*;
 use serde_json::{json, Value};
 
-/// Registers an instance the way an agent would, with small resources.
-async fn register_instance(
-    api: &Api,
-    cluster: &str,
-    cpu: i64,
-    memory: i64,
-    zone: &str,
-    attrs: Value,
-) -> String {
-    let v = api
-        .ok(
-            "RegisterContainerInstance",
-            json!({
-                "cluster": cluster,
-                "instanceIdentityDocument": json!({"availabilityZone": zone}).to_string(),
-                "totalResources": [
-                    {"name": "CPU", "type": "INTEGER", "integerValue": cpu},
-                    {"name": "MEMORY", "type": "INTEGER", "integerValue": memory},
-                    {"name": "PORTS", "type": "STRINGSET", "stringSetValue": ["22"]},
-                ],
-                "attributes": attrs,
-            }),
-        )
-        .await;
-    v["containerInstance"]["containerInstanceArn"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 async fn register_sized(api: &Api, family: &str, memory: i64, host_port: Option<i64>) {
     let mut container = json!({"name": "c", "image": BUSYBOX, "cpu": 128, "memory": memory});
     if let Some(port) = host_port {
@@ -88,8 +58,12 @@ async fn binpack_spread_constraints_and_resource_failures() {
 
     // binpack on memory: fill one instance before touching the other.
     api.create_cluster("binpack").await;
-    let a = register_instance(&api, "binpack", 1024, 512, "us-east-1a", json!([])).await;
-    let b = register_instance(&api, "binpack", 1024, 512, "us-east-1b", json!([])).await;
+    let a = api
+        .register_instance("binpack", 1024, 512, "us-east-1a", json!([]))
+        .await;
+    let b = api
+        .register_instance("binpack", 1024, 512, "us-east-1b", json!([]))
+        .await;
     let run = api
         .ok(
             "RunTask",
@@ -119,8 +93,10 @@ async fn binpack_spread_constraints_and_resource_failures() {
 
     // spread over instanceId alternates.
     api.create_cluster("spread").await;
-    register_instance(&api, "spread", 1024, 512, "us-east-1a", json!([])).await;
-    register_instance(&api, "spread", 1024, 512, "us-east-1b", json!([])).await;
+    api.register_instance("spread", 1024, 512, "us-east-1a", json!([]))
+        .await;
+    api.register_instance("spread", 1024, 512, "us-east-1b", json!([]))
+        .await;
     let run = api
         .ok(
             "RunTask",
@@ -166,17 +142,16 @@ async fn binpack_spread_constraints_and_resource_failures() {
 
     // distinctInstance and memberOf.
     api.create_cluster("constrained").await;
-    let gpu = register_instance(
-        &api,
-        "constrained",
-        4096,
-        4096,
-        "us-east-1a",
-        json!([{"name": "kind", "value": "gpu"}]),
-    )
-    .await;
-    register_instance(
-        &api,
+    let gpu = api
+        .register_instance(
+            "constrained",
+            4096,
+            4096,
+            "us-east-1a",
+            json!([{"name": "kind", "value": "gpu"}]),
+        )
+        .await;
+    api.register_instance(
         "constrained",
         4096,
         4096,
@@ -263,7 +238,8 @@ async fn bad_input_gets_ecs_errors_and_changes_nothing() {
         json!({"clusterName": "keep", "tags": [{"key": "team", "value": "a"}]}),
     )
     .await;
-    register_instance(&api, "keep", 2048, 2048, "us-east-1a", json!([])).await;
+    api.register_instance("keep", 2048, 2048, "us-east-1a", json!([]))
+        .await;
     register_sized(&api, "keep", 64, None).await;
     let (tasks, _) = api
         .run_task(json!({"cluster": "keep", "taskDefinition": "keep", "count": 2}))

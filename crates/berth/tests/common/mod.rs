@@ -237,6 +237,36 @@ impl Api {
         }
     }
 
+    /// Registers a simulated container instance the way an agent would (no agent runs it).
+    pub async fn register_instance(
+        &self,
+        cluster: &str,
+        cpu: i64,
+        memory: i64,
+        zone: &str,
+        attributes: Value,
+    ) -> String {
+        let v = self
+            .ok(
+                "RegisterContainerInstance",
+                json!({
+                    "cluster": cluster,
+                    "instanceIdentityDocument": json!({"availabilityZone": zone}).to_string(),
+                    "totalResources": [
+                        {"name": "CPU", "type": "INTEGER", "integerValue": cpu},
+                        {"name": "MEMORY", "type": "INTEGER", "integerValue": memory},
+                        {"name": "PORTS", "type": "STRINGSET", "stringSetValue": ["22"]},
+                    ],
+                    "attributes": attributes,
+                }),
+            )
+            .await;
+        v["containerInstance"]["containerInstanceArn"]
+            .as_str()
+            .expect("instance ARN")
+            .to_string()
+    }
+
     pub async fn create_cluster(&self, name: &str) {
         self.ok("CreateCluster", json!({"clusterName": name})).await;
     }
