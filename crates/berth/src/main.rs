@@ -245,9 +245,11 @@ async fn main() -> anyhow::Result<()> {
                 server.url
             );
             let agent = tokio::spawn(run_agent(config, shutdown_rx));
-            let (server_result, agent_result) = tokio::join!(server.handle, agent);
-            agent_result??;
-            server_result??;
+            // One process, one fate: if either half ends, so does `berth dev`.
+            tokio::select! {
+                result = server.handle => result??,
+                result = agent => result?.context("the dev agent stopped")?,
+            }
         }
     }
     Ok(())
