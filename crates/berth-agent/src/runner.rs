@@ -59,6 +59,8 @@ struct Runner {
     pull_started_at: Option<f64>,
     pull_stopped_at: Option<f64>,
     last_report: Option<SubmitTaskStateChangeRequest>,
+    /// The agent dropped this runner: leave the containers alone.
+    detached: bool,
 }
 
 fn health_word(h: Option<Health>) -> Option<&'static str> {
@@ -126,10 +128,15 @@ pub async fn run_task(
         pull_started_at: None,
         pull_stopped_at: None,
         last_report: None,
+        detached: false,
     };
     let task_arn = runner.task.task_arn.clone().unwrap_or_default();
     tracing::info!(task = %task_arn, adopted = adopted.len(), "running task");
     let cause = runner.drive(adopted).await;
+    if runner.detached {
+        // The agent is shutting down: containers keep running for the next agent to adopt.
+        return;
+    }
     runner.stop_and_finish(cause).await;
     tracing::info!(task = %task_arn, "task finished");
 }
@@ -315,7 +322,11 @@ impl Runner {
             tokio::select! {
                 Some(index) = self.exits_rx.recv() => self.on_exit(index).await,
                 changed = self.desired.changed() => {
-                    if changed.is_err() || self.wants_stop() {
+                    if changed.is_err() {
+                        self.detached = true;
+                        return Err(None);
+                    }
+                    if self.wants_stop() {
                         return Err(None);
                     }
                 }
@@ -446,7 +457,11 @@ impl Runner {
                     self.report(status::RUNNING, None).await;
                 }
                 changed = self.desired.changed() => {
-                    if changed.is_err() || self.wants_stop() {
+                    if changed.is_err() {
+                        self.detached = true;
+                        return None;
+                    }
+                    if self.wants_stop() {
                         return None;
                     }
                 }

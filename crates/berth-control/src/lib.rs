@@ -92,8 +92,13 @@ impl ControlPlane {
             let mut tick = tokio::time::interval(this.config.agent_timeout / 3);
             loop {
                 tick.tick().await;
-                if let Err(e) = this.refresh_agent_connectivity() {
-                    tracing::warn!(error = %e, "agent connectivity sweep failed");
+                let sweep = Arc::clone(&this);
+                // Store I/O is synchronous: keep it off the reactor.
+                match tokio::task::spawn_blocking(move || sweep.refresh_agent_connectivity()).await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "agent connectivity sweep failed"),
+                    Err(e) => tracing::warn!(error = %e, "agent connectivity sweep panicked"),
                 }
             }
         })
