@@ -90,12 +90,8 @@ impl ControlPlane {
         let name = cluster.cluster_name.clone().unwrap_or_default();
         let instances = self
             .store
-            .scan_json::<ContainerInstance>(&keys::instances_of(&name))
-            .map_err(|e| ApiError::server(e.to_string()))?;
-        let tasks = self
-            .store
-            .scan_json::<TaskRecord>(&keys::tasks_of(&name))
-            .map_err(|e| ApiError::server(e.to_string()))?;
+            .scan_json::<ContainerInstance>(&keys::instances_of(&name))?;
+        let tasks = self.store.scan_json::<TaskRecord>(&keys::tasks_of(&name))?;
         let registered = instances
             .iter()
             .filter(|(_, i, _)| i.status.as_deref() != Some("INACTIVE"))
@@ -124,10 +120,7 @@ impl ControlPlane {
         &self,
         req: DescribeClustersRequest,
     ) -> Result<DescribeClustersResponse, ApiError> {
-        let include_tags = req
-            .include
-            .as_ref()
-            .is_some_and(|i| i.iter().any(|f| f == "TAGS"));
+        let include_tags = crate::includes_tags(&req.include);
         let wanted = req
             .clusters
             .filter(|c| !c.is_empty())
@@ -140,10 +133,7 @@ impl ControlPlane {
         let mut out = DescribeClustersResponse::default();
         for given in wanted {
             let name = cluster_name(Some(&given))?;
-            let found = self
-                .store
-                .get_json::<Cluster>(&keys::cluster(&name))
-                .map_err(|e| ApiError::server(e.to_string()))?;
+            let found = self.store.get_json::<Cluster>(&keys::cluster(&name))?;
             match found {
                 Some((cluster, _)) => out.clusters.push(self.with_counts(cluster, include_tags)?),
                 None => out
@@ -157,8 +147,7 @@ impl ControlPlane {
     pub fn list_clusters(&self, req: PageRequest) -> Result<ListClustersResponse, ApiError> {
         let arns: Vec<String> = self
             .store
-            .scan_json::<Cluster>(keys::CLUSTERS)
-            .map_err(|e| ApiError::server(e.to_string()))?
+            .scan_json::<Cluster>(keys::CLUSTERS)?
             .into_iter()
             .filter(|(_, c, _)| c.status.as_deref() == Some(ACTIVE))
             .filter_map(|(_, c, _)| c.cluster_arn)
@@ -175,8 +164,7 @@ impl ControlPlane {
     pub fn active_cluster_names(&self) -> Result<Vec<String>, ApiError> {
         Ok(self
             .store
-            .scan_json::<Cluster>(keys::CLUSTERS)
-            .map_err(|e| ApiError::server(e.to_string()))?
+            .scan_json::<Cluster>(keys::CLUSTERS)?
             .into_iter()
             .filter(|(_, c, _)| c.status.as_deref() == Some(ACTIVE))
             .filter_map(|(_, c, _)| c.cluster_name)

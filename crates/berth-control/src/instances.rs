@@ -247,8 +247,7 @@ impl ControlPlane {
     ) -> Result<ContainerInstance, ApiError> {
         let tasks = self
             .store
-            .scan_json::<TaskRecord>(&keys::tasks_of(cluster))
-            .map_err(|e| ApiError::server(e.to_string()))?;
+            .scan_json::<TaskRecord>(&keys::tasks_of(cluster))?;
         let usage = usage_by_instance(&tasks);
         self.with_usage(instance, &usage, include_tags)
     }
@@ -286,23 +285,18 @@ impl ControlPlane {
                 "At most 100 container instances can be described at once.",
             ));
         }
-        let include_tags = req
-            .include
-            .as_ref()
-            .is_some_and(|i| i.iter().any(|f| f == "TAGS"));
+        let include_tags = crate::includes_tags(&req.include);
         let (cluster, _, _) = with_retries(|| self.active_cluster(req.cluster.as_deref()))?;
         let tasks = self
             .store
-            .scan_json::<TaskRecord>(&keys::tasks_of(&cluster))
-            .map_err(|e| ApiError::server(e.to_string()))?;
+            .scan_json::<TaskRecord>(&keys::tasks_of(&cluster))?;
         let usage = usage_by_instance(&tasks);
         let mut out = DescribeContainerInstancesResponse::default();
         for given in wanted {
             let id = Self::instance_id(&cluster, &given)?;
             let found = self
                 .store
-                .get_json::<ContainerInstance>(&keys::instance(&cluster, &id))
-                .map_err(|e| ApiError::server(e.to_string()))?;
+                .get_json::<ContainerInstance>(&keys::instance(&cluster, &id))?;
             match found {
                 Some((instance, _)) => {
                     out.container_instances
@@ -333,8 +327,7 @@ impl ControlPlane {
         }
         let instances = self
             .store
-            .scan_json::<ContainerInstance>(&keys::instances_of(&cluster))
-            .map_err(|e| ApiError::server(e.to_string()))?;
+            .scan_json::<ContainerInstance>(&keys::instances_of(&cluster))?;
         let filter = match req.filter.as_deref().filter(|f| !f.trim().is_empty()) {
             Some(expr) => Some(
                 berth_scheduler::Expression::parse(expr)
@@ -461,8 +454,7 @@ impl ControlPlane {
         for cluster in self.active_cluster_names()? {
             let instances = self
                 .store
-                .scan_json::<ContainerInstance>(&keys::instances_of(&cluster))
-                .map_err(|e| ApiError::server(e.to_string()))?;
+                .scan_json::<ContainerInstance>(&keys::instances_of(&cluster))?;
             for (_, instance, _) in instances {
                 if instance.agent_connected != Some(true) {
                     continue;

@@ -186,3 +186,10 @@ pub(crate) fn id_in_cluster(
     }
     Ok(arn.last_segment().to_string())
 }
+
+/// Whether a Describe call's `include` asks for tags.
+pub(crate) fn includes_tags(include: &Option<Vec<String>>) -> bool {
+    include
+        .as_ref()
+        .is_some_and(|fields| fields.iter().any(|f| f == "TAGS"))
+}

@@ -39,8 +39,7 @@ impl ControlPlane {
     pub(crate) fn tags_of(&self, arn: &str) -> Result<Vec<Tag>, ApiError> {
         Ok(self
             .store
-            .get_json::<Vec<Tag>>(&keys::tags(arn))
-            .map_err(|e| ApiError::server(e.to_string()))?
+            .get_json::<Vec<Tag>>(&keys::tags(arn))?
             .map(|(t, _)| t)
             .unwrap_or_default())
     }

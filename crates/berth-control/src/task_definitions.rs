@@ -407,10 +407,7 @@ impl ControlPlane {
     ) -> Result<TaskDefinitionResponse, ApiError> {
         let given = ApiError::require(&req.task_definition, "taskDefinition")?;
         let definition = with_retries(|| self.find_task_definition(given))?;
-        let include_tags = req
-            .include
-            .as_ref()
-            .is_some_and(|i| i.iter().any(|f| f == "TAGS"));
+        let include_tags = crate::includes_tags(&req.include);
         let tags = if include_tags {
             Some(
                 self.tags_of(
@@ -444,8 +441,7 @@ impl ControlPlane {
         };
         let mut defs: Vec<TaskDefinition> = self
             .store
-            .scan_json::<TaskDefinition>(&prefix)
-            .map_err(|e| ApiError::server(e.to_string()))?
+            .scan_json::<TaskDefinition>(&prefix)?
             .into_iter()
             .map(|(_, d, _)| d)
             .filter(|d| d.status.as_deref() == Some(status))
@@ -482,8 +478,7 @@ impl ControlPlane {
         }
         let defs = self
             .store
-            .scan_json::<TaskDefinition>(keys::TASK_DEFINITIONS)
-            .map_err(|e| ApiError::server(e.to_string()))?;
+            .scan_json::<TaskDefinition>(keys::TASK_DEFINITIONS)?;
         let mut active_families: BTreeMap<String, bool> = BTreeMap::new();
         for (_, d, _) in defs {
             let family = d.family.clone().unwrap_or_default();

@@ -730,10 +730,7 @@ impl ControlPlane {
                 "At most 100 tasks can be described at once.",
             ));
         }
-        let include_tags = req
-            .include
-            .as_ref()
-            .is_some_and(|i| i.iter().any(|f| f == "TAGS"));
+        let include_tags = crate::includes_tags(&req.include);
         with_retries(|| {
             let (cluster, _, _) = self.active_cluster(req.cluster.as_deref())?;
             self.describe_tasks_in(&cluster, &wanted, include_tags)
@@ -770,8 +767,7 @@ impl ControlPlane {
         });
         let mut tasks: Vec<Task> = self
             .store
-            .scan_json::<TaskRecord>(&keys::tasks_of(&cluster))
-            .map_err(|e| ApiError::server(e.to_string()))?
+            .scan_json::<TaskRecord>(&keys::tasks_of(&cluster))?
             .into_iter()
             .map(|(_, r, _)| r.task)
             .filter(|t| t.desired_status.as_deref() == Some(desired))
@@ -894,8 +890,7 @@ impl ControlPlane {
         for cluster in self.active_cluster_names()? {
             let tasks = self
                 .store
-                .scan_json::<TaskRecord>(&keys::tasks_of(&cluster))
-                .map_err(|e| ApiError::server(e.to_string()))?;
+                .scan_json::<TaskRecord>(&keys::tasks_of(&cluster))?;
             for (key, record, rev) in tasks {
                 let old = record.task.last_status.as_deref() == Some(status::STOPPED)
                     && record.task.stopped_at.is_some_and(|t| t < cutoff);

@@ -23,6 +23,13 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
 }
 
+/// A store failure reaching an API caller is the server's fault, not the request's.
+impl From<StoreError> for berth_model::ApiError {
+    fn from(e: StoreError) -> Self {
+        berth_model::ApiError::server(e.to_string())
+    }
+}
+
 /// A stored value and the revision of the commit that last wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Versioned {
