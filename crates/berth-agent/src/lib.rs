@@ -24,6 +24,11 @@ pub use client::{ServerClient, ServerError};
 use runner::{run_task, RunnerContext};
 use spec::labels;
 
+/// Marks instances this agent joined by itself (`berth dev`); the control plane lets such
+/// instances go with their cluster. Same value as `berth_control::AUTO_REGISTERED_ATTRIBUTE`
+/// (the agent does not link the control plane).
+pub const AUTO_REGISTERED_ATTRIBUTE: &str = "berth.auto-registered";
+
 /// Ports the ECS agent reserves on every instance by default.
 pub const DEFAULT_RESERVED_PORTS: [u16; 5] = [22, 2375, 2376, 51678, 51679];
 
@@ -165,7 +170,7 @@ impl Agent {
             .collect();
         if self.config.follow_all_clusters {
             attributes.push(Attribute {
-                name: berth_control_attribute(),
+                name: AUTO_REGISTERED_ATTRIBUTE.to_string(),
                 value: Some("true".into()),
                 ..Default::default()
             });
@@ -416,9 +421,4 @@ impl Agent {
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
-}
-
-fn berth_control_attribute() -> String {
-    // Mirrors berth_control::AUTO_REGISTERED_ATTRIBUTE; the agent does not link the control plane.
-    "berth.auto-registered".to_string()
 }
