@@ -24,11 +24,6 @@ pub use client::{ServerClient, ServerError};
 use runner::{run_task, RunnerContext};
 use spec::labels;
 
-/// Marks instances this agent joined by itself (`berth dev`); the control plane lets such
-/// instances go with their cluster. Same value as `berth_control::AUTO_REGISTERED_ATTRIBUTE`
-/// (the agent does not link the control plane).
-pub const AUTO_REGISTERED_ATTRIBUTE: &str = "berth.auto-registered";
-
 /// Ports the ECS agent reserves on every instance by default.
 pub const DEFAULT_RESERVED_PORTS: [u16; 5] = [22, 2375, 2376, 51678, 51679];
 
@@ -170,7 +165,7 @@ impl Agent {
             .collect();
         if self.config.follow_all_clusters {
             attributes.push(Attribute {
-                name: AUTO_REGISTERED_ATTRIBUTE.to_string(),
+                name: berth_model::AUTO_REGISTERED_ATTRIBUTE.to_string(),
                 value: Some("true".into()),
                 ..Default::default()
             });

@@ -90,29 +90,12 @@ impl ControlPlane {
         let wait = Duration::from_secs(req.wait_seconds.unwrap_or(20)).min(cap);
         let deadline = tokio::time::Instant::now() + wait;
         let req = Arc::new(req);
-        // Store I/O is synchronous: keep it off the reactor.
-        let blocking = |f: fn(&ControlPlane, &PollRequest) -> Result<PollResponse, ApiError>| {
-            let this = Arc::clone(&self);
-            let req = Arc::clone(&req);
-            async move {
-                tokio::task::spawn_blocking(move || f(&this, &req))
-                    .await
-                    .unwrap_or_else(|e| Err(ApiError::server(e.to_string())))
-            }
-        };
         let mut changes = self.store.watch();
-        blocking(|cp, req| {
-            for polled in &req.instances {
-                let cluster = crate::cluster_name(Some(&polled.cluster))?;
-                cp.heartbeat(&cluster, &polled.container_instance_arn)?;
-            }
-            Ok(PollResponse::default())
-        })
-        .await?;
+        self.off_reactor(&req, Self::heartbeat_all).await?;
         loop {
             // Mark what we have seen before reading, so a commit after the read still wakes us.
             changes.borrow_and_update();
-            let current = blocking(Self::assignments).await?;
+            let current = self.off_reactor(&req, Self::assignments).await?;
             if req.known_digest.as_deref() != Some(current.digest.as_str()) {
                 return Ok(current);
             }
@@ -121,5 +104,26 @@ impl ControlPlane {
                 Ok(Err(_)) | Err(_) => return Ok(current),
             }
         }
+    }
+
+    fn heartbeat_all(&self, req: &PollRequest) -> Result<(), ApiError> {
+        for polled in &req.instances {
+            let cluster = crate::cluster_name(Some(&polled.cluster))?;
+            self.heartbeat(&cluster, &polled.container_instance_arn)?;
+        }
+        Ok(())
+    }
+
+    /// Store I/O is synchronous: run it on a blocking thread, not the reactor.
+    async fn off_reactor<T: Send + 'static>(
+        self: &Arc<Self>,
+        req: &Arc<PollRequest>,
+        f: fn(&ControlPlane, &PollRequest) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let this = Arc::clone(self);
+        let req = Arc::clone(req);
+        tokio::task::spawn_blocking(move || f(&this, &req))
+            .await
+            .unwrap_or_else(|e| Err(ApiError::server(e.to_string())))
     }
 }

@@ -336,10 +336,7 @@ impl ControlPlane {
             None => None,
         };
         let snapshots = if filter.is_some() {
-            self.snapshots(&cluster).map_err(|e| match e {
-                crate::ControlError::Api(e) => e,
-                crate::ControlError::Conflict(k) => ApiError::server(k),
-            })?
+            self.snapshots(&cluster)?
         } else {
             vec![]
         };

@@ -21,9 +21,7 @@ use rand::SeedableRng;
 
 pub use tasks::Reservation;
 
-/// Attribute an agent sets on instances it registered by itself into every cluster
-/// (`berth dev`); such instances do not keep a cluster from being deleted.
-pub const AUTO_REGISTERED_ATTRIBUTE: &str = "berth.auto-registered";
+pub use berth_model::AUTO_REGISTERED_ATTRIBUTE;
 
 #[derive(Debug, Clone)]
 pub struct ControlConfig {
@@ -120,6 +118,15 @@ impl From<StoreError> for ControlError {
 pub(crate) enum ControlError {
     Api(ApiError),
     Conflict(String),
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Api(e) => e,
+            ControlError::Conflict(key) => ApiError::server(format!("conflicting update of {key}")),
+        }
+    }
 }
 
 impl From<ApiError> for ControlError {

@@ -18,7 +18,7 @@ use crate::instances::{
     self, remaining_resources, resource_number, resource_ports, usage_by_instance,
 };
 use crate::task_definitions::{parse_task_size, ACTIVE as TD_ACTIVE};
-use crate::{keys, paging, with_retries, CResult, ControlError, ControlPlane};
+use crate::{keys, paging, with_retries, CResult, ControlPlane};
 
 /// What a task holds on its container instance until it is STOPPED.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -977,15 +977,6 @@ fn task_health(record: &TaskRecord) -> String {
         "HEALTHY".into()
     } else {
         "UNKNOWN".into()
-    }
-}
-
-impl From<ControlError> for ApiError {
-    fn from(e: ControlError) -> Self {
-        match e {
-            ControlError::Api(e) => e,
-            ControlError::Conflict(key) => ApiError::server(format!("conflicting update of {key}")),
-        }
     }
 }
 

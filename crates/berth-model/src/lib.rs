@@ -13,6 +13,10 @@ pub use arn::{Arn, ArnBuilder, ResourceKind};
 pub use error::{ApiError, ErrorCode};
 pub use shapes::*;
 
+/// Attribute an agent sets on instances it registered by itself into every cluster
+/// (`berth dev`); such instances do not keep a cluster from being deleted.
+pub const AUTO_REGISTERED_ATTRIBUTE: &str = "berth.auto-registered";
+
 /// Seconds since the Unix epoch, as ECS's JSON protocol encodes timestamps.
 pub fn now_epoch() -> f64 {
     let now = chrono::Utc::now();
