@@ -12,14 +12,6 @@ async fn instance(api: &Api, cluster: &str) -> String {
         .await
 }
 
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.as_str().map(str::to_string))
-        .collect()
-}
-
 #[tokio::test]
 async fn task_definition_revisions_families_and_deregistration() {
     let dir = tempfile::tempdir().unwrap();

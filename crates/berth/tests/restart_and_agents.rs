@@ -75,25 +75,19 @@ async fn kill9_restart_keeps_state_and_readopts_containers() {
     assert_eq!(stopped[0]["lastStatus"], "STOPPED");
 
     // The agent comes back as the same instance and re-adopts rather than duplicating.
-    let start = std::time::Instant::now();
-    loop {
-        let v = api
-            .ok(
-                "DescribeContainerInstances",
-                json!({"cluster": cluster, "containerInstances": instances_before}),
-            )
-            .await;
-        if v["containerInstances"][0]["agentConnected"] == true
-            && v["containerInstances"][0]["runningTasksCount"] == 2
-        {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "agent did not come back: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "the agent to come back",
+        Duration::from_secs(30),
+        || async {
+            let instance = api.describe_instance(&cluster, &instances_before[0]).await;
+            if instance["agentConnected"] == true && instance["runningTasksCount"] == 2 {
+                Ok(())
+            } else {
+                Err(instance)
+            }
+        },
+    )
+    .await;
     assert_eq!(api.wait_instances(&cluster, 1).await, instances_before);
     // Give the agent time to (wrongly) start duplicates, then check it did not.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -172,23 +166,19 @@ async fn stopped_while_agent_was_down_is_cleaned_up_on_return() {
     // The agent dies: the control plane notices.
     agent.kill().unwrap();
     agent.wait().unwrap();
-    let start = std::time::Instant::now();
-    loop {
-        let v = api
-            .ok(
-                "DescribeContainerInstances",
-                json!({"cluster": cluster, "containerInstances": instances}),
-            )
-            .await;
-        if v["containerInstances"][0]["agentConnected"] == false {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "never marked disconnected: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    eventually(
+        "the instance to be disconnected",
+        Duration::from_secs(20),
+        || async {
+            let instance = api.describe_instance(&cluster, &instances[0]).await;
+            if instance["agentConnected"] == false {
+                Ok(())
+            } else {
+                Err(instance)
+            }
+        },
+    )
+    .await;
     // A disconnected instance takes no new tasks.
     let run = api
         .ok(
@@ -211,13 +201,8 @@ async fn stopped_while_agent_was_down_is_cleaned_up_on_return() {
         containers_of_task(&arn).is_empty()
     })
     .await;
-    let v = api
-        .ok(
-            "DescribeContainerInstances",
-            json!({"cluster": cluster, "containerInstances": instances}),
-        )
-        .await;
-    assert_eq!(v["containerInstances"][0]["agentConnected"], true);
+    let instance = api.describe_instance(&cluster, &instances[0]).await;
+    assert_eq!(instance["agentConnected"], true);
     agent.kill().unwrap();
     agent.wait().unwrap();
 }

@@ -202,19 +202,19 @@ async fn port_mappings_health_checks_and_dependencies() {
         .unwrap();
     assert_eq!(body.trim(), "overridden");
     // Health is reported upwards too.
-    let start = std::time::Instant::now();
-    loop {
-        let t = api.describe_tasks(&cluster, &tasks).await;
-        if t[0]["healthStatus"] == "HEALTHY" {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "task never HEALTHY: {}",
-            t[0]
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "the task to be HEALTHY",
+        Duration::from_secs(30),
+        || async {
+            let described = api.describe_tasks(&cluster, &tasks).await;
+            if described[0]["healthStatus"] == "HEALTHY" {
+                Ok(())
+            } else {
+                Err(described[0].clone())
+            }
+        },
+    )
+    .await;
     api.ok("StopTask", json!({"cluster": cluster, "task": tasks[0]}))
         .await;
     let stopped = api

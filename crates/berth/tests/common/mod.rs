@@ -197,44 +197,44 @@ impl Api {
         status: &str,
         timeout: Duration,
     ) -> Vec<Value> {
-        let start = Instant::now();
-        loop {
+        eventually(&format!("tasks to reach {status}"), timeout, || async {
             let described = self.describe_tasks(cluster, tasks).await;
             if described.len() == tasks.len() && described.iter().all(|t| t["lastStatus"] == status)
             {
-                return described;
+                Ok(described)
+            } else {
+                Err(Value::Array(described))
             }
-            assert!(
-                start.elapsed() < timeout,
-                "tasks did not reach {status} within {timeout:?}: {}",
-                serde_json::to_string_pretty(&described).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
     }
 
     /// Waits until the cluster has `n` container instances (the dev agent joins new clusters).
     pub async fn wait_instances(&self, cluster: &str, n: usize) -> Vec<String> {
-        let start = Instant::now();
-        loop {
+        let what = format!("{n} container instance(s) in {cluster}");
+        eventually(&what, Duration::from_secs(30), || async {
             let v = self
                 .ok("ListContainerInstances", json!({"cluster": cluster}))
                 .await;
-            let arns: Vec<String> = v["containerInstanceArns"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|a| a.as_str().map(str::to_string))
-                .collect();
+            let arns = strings(&v["containerInstanceArns"]);
             if arns.len() >= n {
-                return arns;
+                Ok(arns)
+            } else {
+                Err(v)
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "no container instance joined {cluster}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
+    }
+
+    /// DescribeContainerInstances of one instance.
+    pub async fn describe_instance(&self, cluster: &str, instance: &str) -> Value {
+        let v = self
+            .ok(
+                "DescribeContainerInstances",
+                json!({"cluster": cluster, "containerInstances": [instance]}),
+            )
+            .await;
+        v["containerInstances"][0].clone()
     }
 
     /// Registers a simulated container instance the way an agent would (no agent runs it).
@@ -334,6 +334,35 @@ pub fn inspect_container(id: &str) -> Option<Value> {
     }
     let v: Value = serde_json::from_slice(&out.stdout).ok()?;
     v.get(0).cloned()
+}
+
+/// Polls `probe` until it answers `Ok`; after `timeout` the test fails showing the last
+/// state `probe` saw (its `Err`).
+pub async fn eventually<T, Fut>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Fut) -> T
+where
+    Fut: std::future::Future<Output = Result<T, Value>>,
+{
+    let start = Instant::now();
+    loop {
+        match probe().await {
+            Ok(done) => return done,
+            Err(last) => assert!(
+                start.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {what}; last seen: {}",
+                serde_json::to_string_pretty(&last).unwrap_or_default()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The strings of a JSON array (empty for anything else).
+pub fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
 }
 
 pub async fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
