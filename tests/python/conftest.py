@@ -228,4 +228,10 @@ def cluster(ecs, unique_name) -> str:
     """A fresh cluster for one test; its name starts with the run id."""
     name = unique_name("c")
     ecs.create_cluster(clusterName=name)
+    # The dev agent joins a new cluster one poll round-trip later; RunTask before that
+    # finds no container instance (as ECS does before an instance registers).
+    deadline = time.monotonic() + 30
+    while not ecs.list_container_instances(cluster=name)["containerInstanceArns"]:
+        assert time.monotonic() < deadline, f"dev agent did not join {name}"
+        time.sleep(0.05)
     return name
