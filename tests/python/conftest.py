@@ -138,10 +138,10 @@ class BerthDev:
 
     def agent_id(self) -> str | None:
         try:
-            state = json.loads((self.data_dir / "agent" / "agent-state.json").read_text())
+            state = json.loads((self.data_dir / "agent" / "identity.json").read_text())
         except (OSError, ValueError):
             return None
-        return state.get("agent_id") or None
+        return state.get("agentId") or None
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -1,55 +1,79 @@
-//! The berth container agent: registers its host as a container instance, long-polls the
-//! control plane for the tasks assigned to it, runs them on the container runtime and
-//! reports what happens. It re-adopts its containers by label after a restart.
+//! The berth container agent. It registers its host as a container instance over the agent
+//! channel (`berth-agent-proto`), long-polls for the tasks assigned to it and hands each
+//! task to its own task manager (`runner`), which alone drives that task's containers and
+//! reports its state. The agent owns its host: after a restart it re-adopts its containers
+//! by label, it stops containers of tasks the control plane no longer assigns to it, and it
+//! cleans up after agent identities that were lost (`orphans`).
 
-mod client;
+mod channel;
+mod identity;
+mod orphans;
 mod runner;
 pub mod spec;
+#[cfg(test)]
+mod tests;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use berth_model::{
-    status, Attribute, ContainerInstanceResponse, CreateClusterRequest, PollInstance, PollRequest,
-    RegisterContainerInstanceRequest, Resource, VersionInfo,
-};
+use berth_agent_proto::{labels, AssignedTask, PollRequest, RegisterRequest};
+use berth_core::records::{NameValue, VersionInfo};
+use berth_core::resources::InstanceResources;
+use berth_core::status::DesiredStatus;
+use berth_core::Clock;
 use berth_runtime::{ContainerRuntime, ContainerStatus};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-pub use client::{ServerClient, ServerError};
-use runner::{run_task, RunnerContext};
-use spec::labels;
+use channel::Channel;
+pub use channel::ChannelError;
+use identity::{Identity, SavedInstance};
+use orphans::{Asker, Janitor};
+use runner::{Assignment, RunnerContext, TaskHandle};
 
 /// Ports the ECS agent reserves on every instance by default.
 pub const DEFAULT_RESERVED_PORTS: [u16; 5] = [22, 2375, 2376, 51678, 51679];
+/// The cluster an agent joins unless told otherwise; created on first use.
+pub const DEFAULT_CLUSTER: &str = "default";
+
+/// How often the agent looks for containers of its own that no task needs any more.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+const BACKOFF_FIRST: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub server_url: String,
     /// Clusters to join (ignored when following all clusters).
     pub clusters: Vec<String>,
-    /// Join every ACTIVE cluster, as `berth dev` does.
+    /// Join every ACTIVE cluster and let go of deleted ones, as `berth dev` does.
     pub follow_all_clusters: bool,
-    /// Holds the agent's identity and container instance ARNs across restarts.
+    /// Holds the agent's identity and instance credentials across restarts.
     pub data_dir: PathBuf,
     /// Host IP that published container ports bind to.
     pub host_bind_ip: String,
-    pub reserved_memory_mib: i64,
+    /// MiB of host memory kept back from tasks.
+    pub reserved_memory_mib: u64,
     pub reserved_ports: Vec<u16>,
     pub attributes: Vec<(String, String)>,
-    /// How long each assignment poll may be held open by the server.
+    /// How long each assignment poll may be held open by the control plane.
     pub poll_wait: Duration,
+    /// How long containers left by another agent identity must stay orphaned (over two
+    /// checks) before they are removed.
+    pub orphan_grace: Duration,
+    /// How often to check for such containers.
+    pub orphan_check_interval: Duration,
 }
 
 impl AgentConfig {
     pub fn new(server_url: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
         Self {
             server_url: server_url.into(),
-            clusters: vec!["default".into()],
+            clusters: vec![DEFAULT_CLUSTER.into()],
             follow_all_clusters: false,
             data_dir: data_dir.into(),
             host_bind_ip: "0.0.0.0".into(),
@@ -57,82 +81,64 @@ impl AgentConfig {
             reserved_ports: DEFAULT_RESERVED_PORTS.to_vec(),
             attributes: vec![],
             poll_wait: Duration::from_secs(15),
+            orphan_grace: Duration::from_secs(60),
+            orphan_check_interval: Duration::from_secs(30),
         }
     }
-}
-
-/// What the agent remembers across restarts.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct AgentState {
-    agent_id: String,
-    /// cluster name → container instance ARN
-    instances: BTreeMap<String, String>,
-}
-
-impl AgentState {
-    fn path(dir: &std::path::Path) -> PathBuf {
-        dir.join("agent-state.json")
-    }
-
-    fn load_or_create(dir: &std::path::Path) -> anyhow::Result<Self> {
-        let path = Self::path(dir);
-        if let Ok(bytes) = std::fs::read(&path) {
-            return serde_json::from_slice(&bytes)
-                .with_context(|| format!("reading agent state {}", path.display()));
-        }
-        let state = Self {
-            agent_id: format!("i-{}", &uuid::Uuid::new_v4().simple().to_string()[..17]),
-            instances: BTreeMap::new(),
-        };
-        state.save(dir)?;
-        Ok(state)
-    }
-
-    /// Write-then-rename so a crash never leaves a torn file.
-    fn save(&self, dir: &std::path::Path) -> anyhow::Result<()> {
-        std::fs::create_dir_all(dir)?;
-        let tmp = dir.join("agent-state.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
-        std::fs::rename(&tmp, Self::path(dir))?;
-        Ok(())
-    }
-}
-
-struct RunningTask {
-    desired: watch::Sender<String>,
-    handle: tokio::task::JoinHandle<()>,
 }
 
 pub struct Agent {
     config: AgentConfig,
     runtime: Arc<dyn ContainerRuntime>,
-    client: ServerClient,
-    state: AgentState,
-    total_resources: Vec<Resource>,
+    clock: Arc<dyn Clock>,
+    channel: Channel,
+    identity: Identity,
+    resources: InstanceResources,
     version_info: VersionInfo,
 }
 
+/// What the poll loop keeps between polls.
+#[derive(Default)]
+struct Tasks {
+    /// One runner per task ARN.
+    running: HashMap<String, TaskHandle>,
+    /// Tasks whose runner ended while the control plane still assigns them: never again.
+    finished: HashSet<String>,
+    /// This agent's containers found at start-up, by task ARN, until a runner adopts them.
+    adoptable: HashMap<String, Vec<ContainerStatus>>,
+    /// Background removals of containers no task needs, by task ARN.
+    sweeps: HashMap<String, Background>,
+}
+
+/// A background job that ends with the agent's run, however it ends.
+struct Background(JoinHandle<()>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl Agent {
+    /// Loads (or creates) the agent's identity and measures the host.
     pub async fn new(
         config: AgentConfig,
         runtime: Arc<dyn ContainerRuntime>,
+        clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let client = ServerClient::new(&config.server_url)?;
-        let state = AgentState::load_or_create(&config.data_dir)?;
+        let channel = Channel::new(&config.server_url)?;
+        let identity = Identity::load_or_create(&config.data_dir)?;
         let host = runtime
             .host_info()
             .await
             .context("asking the container runtime about the host")?;
-        let memory_mib = host.memory_bytes / (1024 * 1024) - config.reserved_memory_mib;
-        let mut ports: Vec<u16> = config.reserved_ports.clone();
-        ports.sort_unstable();
-        ports.dedup();
-        let total_resources = vec![
-            Resource::integer("CPU", host.cpus * 1024),
-            Resource::integer("MEMORY", memory_mib.max(1)),
-            Resource::string_set("PORTS", ports.iter().map(u16::to_string).collect()),
-            Resource::string_set("PORTS_UDP", vec![]),
-        ];
+        let memory_mib = u64::try_from(host.memory_bytes).unwrap_or(0) / (1024 * 1024);
+        let resources = InstanceResources {
+            cpu: u64::try_from(host.cpus).unwrap_or(0).saturating_mul(1024),
+            memory: memory_mib.saturating_sub(config.reserved_memory_mib).max(1),
+            tcp_ports: config.reserved_ports.iter().copied().collect(),
+            udp_ports: BTreeSet::new(),
+        };
         let version_info = VersionInfo {
             agent_version: Some(env!("CARGO_PKG_VERSION").to_string()),
             agent_hash: None,
@@ -141,279 +147,433 @@ impl Agent {
         Ok(Self {
             config,
             runtime,
-            client,
-            state,
-            total_resources,
+            clock,
+            channel,
+            identity,
+            resources,
             version_info,
         })
     }
 
+    /// The host's identity (`ec2InstanceId`; the `berth.agent-id` container label).
     pub fn agent_id(&self) -> &str {
-        &self.state.agent_id
+        &self.identity.agent_id
     }
 
-    async fn register(&mut self, cluster: &str) -> anyhow::Result<String> {
-        let mut attributes: Vec<Attribute> = self
-            .config
-            .attributes
-            .iter()
-            .map(|(k, v)| Attribute {
-                name: k.clone(),
-                value: Some(v.clone()),
-                ..Default::default()
-            })
-            .collect();
-        if self.config.follow_all_clusters {
-            attributes.push(Attribute {
-                name: berth_model::AUTO_REGISTERED_ATTRIBUTE.to_string(),
-                value: Some("true".into()),
-                ..Default::default()
-            });
+    fn save_identity(&self) -> anyhow::Result<()> {
+        self.identity.save(&self.config.data_dir)
+    }
+
+    fn register_request(&self, cluster: &str, saved: Option<&SavedInstance>) -> RegisterRequest {
+        RegisterRequest {
+            cluster: cluster.to_string(),
+            agent_id: self.identity.agent_id.clone(),
+            container_instance_arn: saved.map(|s| s.container_instance_arn.clone()),
+            credential: saved.map(|s| s.credential.clone()),
+            resources: self.resources.clone(),
+            attributes: self
+                .config
+                .attributes
+                .iter()
+                .map(|(name, value)| NameValue {
+                    name: name.clone(),
+                    value: Some(value.clone()),
+                })
+                .collect(),
+            version_info: self.version_info.clone(),
+            instance_type: None,
+            availability_zone: None,
+            follow_all_clusters: self.config.follow_all_clusters,
         }
-        let request = RegisterContainerInstanceRequest {
-            cluster: Some(cluster.to_string()),
-            instance_identity_document: Some(
-                serde_json::json!({"instanceId": self.state.agent_id, "instanceType": "berth.host"})
-                    .to_string(),
-            ),
-            total_resources: Some(self.total_resources.clone()),
-            version_info: Some(self.version_info.clone()),
-            container_instance_arn: self.state.instances.get(cluster).cloned(),
-            attributes: Some(attributes),
-            ..Default::default()
-        };
-        let response: ContainerInstanceResponse =
-            match self.client.ecs("RegisterContainerInstance", &request).await {
+    }
+
+    /// Registers in `cluster`, as the saved instance if the control plane still accepts its
+    /// credential, else as a new one. Errors are [`ChannelError`]s, or saving failed.
+    async fn register(&mut self, cluster: &str) -> anyhow::Result<()> {
+        let before = self.identity.instances.get(cluster).cloned();
+        let mut saved = before.clone();
+        let mut created_cluster = false;
+        let answer = loop {
+            let request = self.register_request(cluster, saved.as_ref());
+            match self.channel.register(&request).await {
+                Ok(answer) => break answer,
                 Err(e)
-                    if cluster == "default"
-                        && e.downcast_ref::<ServerError>()
-                            .is_some_and(|s| s.code == "ClusterNotFoundException") =>
+                    if e.code() == Some("ClusterNotFoundException")
+                        && cluster == DEFAULT_CLUSTER
+                        && !created_cluster =>
                 {
                     // Like the ECS agent: the default cluster is created on first use.
-                    let _: serde_json::Value = self
-                        .client
-                        .ecs("CreateCluster", &CreateClusterRequest::default())
-                        .await?;
-                    self.client
-                        .ecs("RegisterContainerInstance", &request)
-                        .await?
+                    tracing::info!("creating the default cluster");
+                    self.channel.create_cluster(cluster).await?;
+                    created_cluster = true;
                 }
-                other => other?,
-            };
-        let arn = response
-            .container_instance
-            .and_then(|i| i.container_instance_arn)
-            .context("RegisterContainerInstance returned no ARN")?;
-        tracing::info!(%cluster, instance = %arn, "registered container instance");
-        self.state
-            .instances
-            .insert(cluster.to_string(), arn.clone());
-        self.state.save(&self.config.data_dir)?;
-        Ok(arn)
+                Err(e) if e.is_refusal() && saved.is_some() => {
+                    tracing::warn!(%cluster, error = %e,
+                        "the control plane refused the saved instance credential; registering as a new instance");
+                    saved = None;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let arn = answer.container_instance_arn.clone();
+        match &before {
+            Some(b) if b.container_instance_arn == arn => {
+                tracing::info!(%cluster, instance = %arn, "re-registered container instance")
+            }
+            Some(b) => tracing::warn!(%cluster, instance = %arn, was = %b.container_instance_arn,
+                "registered as a new container instance"),
+            None => tracing::info!(%cluster, instance = %arn, "registered container instance"),
+        }
+        if self.identity.control_plane_id.as_deref() != Some(answer.control_plane_id.as_str()) {
+            tracing::info!(control_plane = %answer.control_plane_id, "control plane identified");
+            self.identity.control_plane_id = Some(answer.control_plane_id);
+        }
+        self.identity.instances.insert(
+            cluster.to_string(),
+            SavedInstance {
+                container_instance_arn: arn,
+                credential: answer.credential,
+            },
+        );
+        self.save_identity()
     }
 
-    /// Containers on this host that belong to this agent, grouped by task ARN.
+    /// Registers until it works. `Ok(false)`: shut down first. A refusal is an error.
+    async fn register_until_done(
+        &mut self,
+        cluster: &str,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<bool> {
+        let mut backoff = BACKOFF_FIRST;
+        loop {
+            match self.register(cluster).await {
+                Ok(()) => return Ok(true),
+                Err(e) => match e.downcast_ref::<ChannelError>() {
+                    Some(ChannelError::Unavailable(_)) => {
+                        tracing::warn!(%cluster, error = %e, "registration failed; retrying")
+                    }
+                    _ => return Err(e.context(format!("registering in cluster {cluster}"))),
+                },
+            }
+            if !pause(&mut backoff, shutdown).await {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Registers in the clusters to start with. `Ok(false)`: shut down first.
+    async fn join(&mut self, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<bool> {
+        let clusters: Vec<String> = if self.config.follow_all_clusters {
+            // Where it was; the poll tells it about the others.
+            self.identity.instances.keys().cloned().collect()
+        } else {
+            let configured = &self.config.clusters;
+            let dropped: Vec<String> = self
+                .identity
+                .instances
+                .keys()
+                .filter(|c| !configured.contains(c))
+                .cloned()
+                .collect();
+            for cluster in dropped {
+                tracing::info!(%cluster, "no longer configured to join cluster; forgetting its instance");
+                self.identity.instances.remove(&cluster);
+            }
+            self.save_identity()?;
+            configured.clone()
+        };
+        for cluster in clusters {
+            match self.register_until_done(&cluster, shutdown).await {
+                Ok(true) => {}
+                Ok(false) => return Ok(false),
+                Err(e) if self.config.follow_all_clusters => {
+                    tracing::warn!(%cluster, error = %e, "cannot rejoin cluster; forgetting it");
+                    self.identity.instances.remove(&cluster);
+                    self.save_identity()?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// After a refused poll: registers every instance again (as new ones where the
+    /// credential is refused), forgetting those the control plane refuses outright.
+    async fn rejoin(&mut self) -> anyhow::Result<()> {
+        for cluster in self.identity.instances.keys().cloned().collect::<Vec<_>>() {
+            if let Err(e) = self.register(&cluster).await {
+                if e.downcast_ref::<ChannelError>()
+                    .is_some_and(ChannelError::is_refusal)
+                {
+                    tracing::warn!(%cluster, error = %e, "registration refused; forgetting the instance");
+                    self.identity.instances.remove(&cluster);
+                    self.save_identity()?;
+                } else {
+                    tracing::warn!(%cluster, error = %e, "registration failed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets instances the control plane no longer lists as active. True if any went.
+    fn forget_inactive(&mut self, active: &[String]) -> anyhow::Result<bool> {
+        let gone: Vec<String> = self
+            .identity
+            .instances
+            .iter()
+            .filter(|(_, i)| !active.contains(&i.container_instance_arn))
+            .map(|(c, _)| c.clone())
+            .collect();
+        for cluster in &gone {
+            let instance = self
+                .identity
+                .instances
+                .remove(cluster)
+                .map(|i| i.container_instance_arn)
+                .unwrap_or_default();
+            if self.config.follow_all_clusters {
+                tracing::info!(%cluster, %instance, "the cluster's instance is gone; leaving the cluster");
+            } else {
+                // Deregistering a host means "no more tasks here": no re-registration behind
+                // the operator's back. A restart registers it anew.
+                tracing::warn!(%cluster, %instance,
+                    "the container instance was deregistered; no more tasks from this cluster until the agent restarts");
+            }
+        }
+        if !gone.is_empty() {
+            self.save_identity()?;
+        }
+        Ok(!gone.is_empty())
+    }
+
+    fn asker(&self) -> Option<Asker> {
+        Some(Asker {
+            control_plane_id: self.identity.control_plane_id.clone()?,
+            instance: self.identity.credentials().into_iter().next()?,
+        })
+    }
+
+    /// This agent's containers on the host, by task ARN.
     async fn own_containers(&self) -> anyhow::Result<HashMap<String, Vec<ContainerStatus>>> {
         let mut by_task: HashMap<String, Vec<ContainerStatus>> = HashMap::new();
         for c in self
             .runtime
-            .list_labelled(labels::AGENT, &self.state.agent_id)
+            .list_labelled(labels::AGENT, &self.identity.agent_id)
             .await?
         {
-            let task = c.labels.get(labels::TASK_ARN).cloned().unwrap_or_default();
-            by_task.entry(task).or_default().push(c);
+            if let Some(task) = c.labels.get(labels::TASK_ARN) {
+                by_task.entry(task.clone()).or_default().push(c);
+            }
         }
         Ok(by_task)
     }
 
-    /// Runs until `shutdown` flips to true. Task containers keep running after the agent
+    /// Runs until `shutdown` turns true. Task containers keep running after the agent
     /// stops; the next agent run re-adopts them.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-        if !self.config.follow_all_clusters {
-            for cluster in self.config.clusters.clone() {
-                self.register_until_done(&cluster, &mut shutdown).await?;
-            }
-        } else {
-            // Re-register where we were, so agentConnected and resources are fresh.
-            for cluster in self.state.instances.keys().cloned().collect::<Vec<_>>() {
-                if let Err(e) = self.register(&cluster).await {
-                    tracing::warn!(%cluster, error = %e, "re-registration failed; dropping cluster");
-                    self.state.instances.remove(&cluster);
-                }
-            }
+        tracing::info!(agent_id = %self.identity.agent_id, "agent starting");
+        if !self.join(&mut shutdown).await? {
+            return Ok(());
         }
         let ctx = Arc::new(RunnerContext {
             runtime: Arc::clone(&self.runtime),
-            client: self.client.clone(),
-            agent_id: self.state.agent_id.clone(),
+            channel: self.channel.clone(),
+            clock: Arc::clone(&self.clock),
+            agent_id: self.identity.agent_id.clone(),
             host_bind_ip: self.config.host_bind_ip.clone(),
         });
-        let mut adoptable = self.own_containers().await?;
-        let mut running: HashMap<String, RunningTask> = HashMap::new();
-        let mut finished: HashSet<String> = HashSet::new();
-        let mut known_digest: Option<String> = None;
-        let mut backoff = Duration::from_millis(200);
-        let mut last_sweep: Option<tokio::time::Instant> = None;
+        let (asker_tx, asker_rx) = watch::channel(self.asker());
+        let _janitor = Background(tokio::spawn(
+            Janitor::new(
+                Arc::clone(&self.runtime),
+                self.channel.clone(),
+                self.identity.agent_id.clone(),
+                self.config.orphan_grace,
+            )
+            .run(asker_rx, self.config.orphan_check_interval),
+        ));
+        let mut tasks = Tasks {
+            adoptable: self
+                .own_containers()
+                .await
+                .context("listing this agent's containers")?,
+            ..Tasks::default()
+        };
+        let mut digest: Option<String> = None;
+        let mut backoff = BACKOFF_FIRST;
+        let mut last_sweep: Option<Instant> = None;
         loop {
             if *shutdown.borrow() {
                 break;
             }
             let request = PollRequest {
-                instances: self
-                    .state
-                    .instances
-                    .iter()
-                    .map(|(cluster, arn)| PollInstance {
-                        cluster: cluster.clone(),
-                        container_instance_arn: arn.clone(),
-                    })
-                    .collect(),
+                instances: self.identity.credentials(),
                 follow_all_clusters: self.config.follow_all_clusters,
-                known_digest: known_digest.clone(),
-                wait_seconds: Some(self.config.poll_wait.as_secs()),
+                known_digest: digest.clone(),
+                wait_seconds: self.config.poll_wait.as_secs().max(1),
             };
-            let response = tokio::select! {
-                r = self.client.poll(&request) => r,
+            let answer = tokio::select! {
+                answer = self.channel.poll(&request) => answer,
                 _ = shutdown.changed() => break,
             };
-            let response = match response {
-                Ok(r) => {
-                    backoff = Duration::from_millis(200);
-                    r
+            let answer = match answer {
+                Ok(answer) => {
+                    backoff = BACKOFF_FIRST;
+                    answer
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "polling the control plane failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed() => break,
+                    if e.is_refusal() {
+                        self.rejoin().await?;
+                        asker_tx.send_replace(self.asker());
+                        digest = None;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    if !pause(&mut backoff, &mut shutdown).await {
+                        break;
+                    }
                     continue;
                 }
             };
-            known_digest = Some(response.digest.clone());
-
-            // Instances the control plane let go of (deregistered, cluster deleted).
-            let before = self.state.instances.len();
-            self.state
-                .instances
-                .retain(|_, arn| response.active_instances.contains(arn));
-            if self.state.instances.len() != before {
-                self.state.save(&self.config.data_dir)?;
-                known_digest = None;
+            digest = Some(answer.digest.clone());
+            if self.forget_inactive(&answer.active_instances)? {
+                digest = None;
             }
             if self.config.follow_all_clusters {
-                for cluster in &response.clusters {
-                    if !self.state.instances.contains_key(cluster) {
-                        match self.register(cluster).await {
-                            Ok(_) => known_digest = None,
-                            Err(e) => {
-                                tracing::warn!(%cluster, error = %e, "joining cluster failed")
-                            }
-                        }
+                for cluster in &answer.clusters {
+                    if self.identity.instances.contains_key(cluster) {
+                        continue;
+                    }
+                    match self.register(cluster).await {
+                        Ok(()) => digest = None,
+                        Err(e) => tracing::warn!(%cluster, error = %e, "joining cluster failed"),
                     }
                 }
             }
-
-            running.retain(|arn, t| {
-                if t.handle.is_finished() {
-                    finished.insert(arn.clone());
-                    false
-                } else {
-                    true
-                }
+            asker_tx.send_if_modified(|a| {
+                let now = self.asker();
+                std::mem::replace(a, now.clone()) != now
             });
-            let assigned: HashSet<String> = response
-                .tasks
-                .iter()
-                .filter_map(|a| a.task.task_arn.clone())
-                .collect();
-            finished.retain(|arn| assigned.contains(arn));
-            for a in response.tasks {
-                let arn = a.task.task_arn.clone().unwrap_or_default();
-                let desired = a
-                    .task
-                    .desired_status
-                    .clone()
-                    .unwrap_or_else(|| status::RUNNING.into());
-                if let Some(t) = running.get(&arn) {
-                    t.desired.send_if_modified(|d| {
-                        let changed = *d != desired;
-                        *d = desired.clone();
-                        changed
-                    });
-                    continue;
-                }
-                if finished.contains(&arn) {
-                    continue;
-                }
-                let (tx, rx) = watch::channel(desired);
-                let adopted = adoptable.remove(&arn).unwrap_or_default();
-                let handle = tokio::spawn(run_task(Arc::clone(&ctx), a, rx, adopted));
-                running.insert(
-                    arn,
-                    RunningTask {
-                        desired: tx,
-                        handle,
-                    },
-                );
-            }
-
-            // Containers of tasks that are no longer ours (stopped or forgotten while we were
-            // away): stop and remove them. At start-up, then now and then.
-            let sweep_due = last_sweep.is_none_or(|t| t.elapsed() > Duration::from_secs(30));
-            if sweep_due {
-                last_sweep = Some(tokio::time::Instant::now());
-                match self.own_containers().await {
-                    Ok(by_task) => {
-                        for (task_arn, containers) in by_task {
-                            if assigned.contains(&task_arn) || running.contains_key(&task_arn) {
-                                continue;
-                            }
-                            adoptable.remove(&task_arn);
-                            for c in containers {
-                                tracing::info!(container = %c.name, task = %task_arn, "removing orphaned container");
-                                let _ = self.runtime.stop(&c.id, Duration::from_secs(10)).await;
-                                if let Err(e) = self.runtime.remove(&c.id).await {
-                                    tracing::warn!(container = %c.name, error = %e, "removing orphan failed");
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "listing containers failed"),
-                }
+            let assigned = self.reconcile(&ctx, &mut tasks, answer.tasks);
+            if last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_INTERVAL) {
+                last_sweep = Some(Instant::now());
+                self.sweep(&assigned, &mut tasks).await;
             }
         }
+        // Dropping the runners leaves their containers to the next agent.
         tracing::info!("agent stopping; task containers keep running");
-        for (_, t) in running {
-            t.handle.abort();
-        }
         Ok(())
     }
 
-    async fn register_until_done(
-        &mut self,
-        cluster: &str,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> anyhow::Result<()> {
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            match self.register(cluster).await {
-                Ok(_) => return Ok(()),
-                Err(e) => {
-                    if let Some(server) = e.downcast_ref::<ServerError>() {
-                        if server.code != "ServerException" {
-                            return Err(e.context(format!("registering in cluster {cluster}")));
-                        }
+    /// Matches the runners to the assignment: one runner per assigned task, desired
+    /// statuses forwarded, tasks no longer assigned stopped. Returns the assigned ARNs.
+    fn reconcile(
+        &self,
+        ctx: &Arc<RunnerContext>,
+        tasks: &mut Tasks,
+        assigned: Vec<AssignedTask>,
+    ) -> HashSet<String> {
+        tasks.running.retain(|arn, t| {
+            if t.is_finished() {
+                tasks.finished.insert(arn.clone());
+            }
+            !t.is_finished()
+        });
+        // A task the control plane records as STOPPED is over, assigned or not.
+        let assigned: Vec<AssignedTask> = assigned
+            .into_iter()
+            .filter(|a| !a.known_status.is_terminal())
+            .collect();
+        let arns: HashSet<String> = assigned.iter().map(|a| a.task_arn.clone()).collect();
+        tasks.finished.retain(|arn| arns.contains(arn));
+        for (arn, t) in &tasks.running {
+            // The control plane declared the task over (e.g. force-stopped it).
+            if !arns.contains(arn) && t.order(DesiredStatus::Stopped) && !t.is_stopping() {
+                tracing::info!(task = %arn, "task is no longer assigned to this agent; stopping it");
+            }
+        }
+        for a in assigned {
+            if let Some(t) = tasks.running.get(&a.task_arn) {
+                t.order(a.desired_status);
+                continue;
+            }
+            if tasks.finished.contains(&a.task_arn) {
+                continue;
+            }
+            let Some(instance) = self
+                .identity
+                .credential_for_instance(&a.container_instance_arn)
+            else {
+                tracing::warn!(task = %a.task_arn, instance = %a.container_instance_arn,
+                    "task assigned to an instance this agent does not speak for; ignoring it");
+                continue;
+            };
+            let arn = a.task_arn.clone();
+            let handle = TaskHandle::spawn(
+                Arc::clone(ctx),
+                Assignment {
+                    adopted: tasks.adoptable.remove(&arn).unwrap_or_default(),
+                    control_plane_id: self.identity.control_plane_id.clone().unwrap_or_default(),
+                    instance,
+                    task: a,
+                },
+            );
+            tasks.running.insert(arn, handle);
+        }
+        arns
+    }
+
+    /// Removes this agent's containers (on this control plane) of tasks it no longer runs:
+    /// stopped or forgotten while the agent was away, or left by a runner that failed to.
+    async fn sweep(&self, assigned: &HashSet<String>, tasks: &mut Tasks) {
+        tasks.sweeps.retain(|_, s| !s.0.is_finished());
+        let by_task = match self.own_containers().await {
+            Ok(by_task) => by_task,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing containers failed");
+                return;
+            }
+        };
+        let control_plane = self.identity.control_plane_id.as_ref();
+        for (arn, containers) in by_task {
+            if assigned.contains(&arn)
+                || tasks.running.contains_key(&arn)
+                || tasks.sweeps.contains_key(&arn)
+            {
+                continue;
+            }
+            let containers: Vec<ContainerStatus> = containers
+                .into_iter()
+                .filter(|c| c.labels.get(labels::CONTROL_PLANE) == control_plane)
+                .collect();
+            if containers.is_empty() {
+                continue;
+            }
+            tasks.adoptable.remove(&arn);
+            tracing::info!(task = %arn, containers = containers.len(),
+                "removing containers of a task this agent no longer runs");
+            let runtime = Arc::clone(&self.runtime);
+            let sweep = Background(tokio::spawn(async move {
+                for c in containers {
+                    if let Err(e) = runtime.stop(&c.id, spec::DEFAULT_STOP_TIMEOUT).await {
+                        tracing::warn!(container = %c.name, error = %e, "stopping container failed");
                     }
-                    tracing::warn!(%cluster, error = %e, "registration failed; retrying");
+                    if let Err(e) = runtime.remove(&c.id).await {
+                        tracing::warn!(container = %c.name, error = %e, "removing container failed");
+                    }
                 }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = shutdown.changed() => anyhow::bail!("shut down before registering"),
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            }));
+            tasks.sweeps.insert(arn, sweep);
         }
     }
+}
+
+/// Sleeps for the backoff (then doubles it). False if shut down meanwhile.
+async fn pause(backoff: &mut Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let done = tokio::select! {
+        _ = tokio::time::sleep(*backoff) => true,
+        _ = shutdown.changed() => false,
+    };
+    *backoff = (*backoff * 2).min(BACKOFF_MAX);
+    done && !*shutdown.borrow()
 }

@@ -1,215 +1,447 @@
-//! Drives one task on the host: start its containers in dependency order, watch them, stop
-//! them when told or when an essential container exits, and report every transition.
+//! One task manager per task, as amazon-ecs-agent's `managedTask`: it alone drives the
+//! task's containers and reports the task's state. It starts the containers in `dependsOn`
+//! order, watches them, stops them when told or when an essential container exits, and
+//! reports every transition.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_model::status::{self, stop_code};
-use berth_model::{
-    now_epoch, AssignedTask, ContainerDefinition, ContainerStateChange, NetworkBinding,
-    SubmitTaskStateChangeRequest, Task, TaskDefinition,
+use berth_agent_proto::{labels, AssignedTask, InstanceCredential, ReportRequest};
+use berth_core::records::{ContainerReport, NetworkBinding, TaskReport};
+use berth_core::status::{
+    ContainerStatus, DependencyCondition, DesiredStatus, HealthStatus, NetworkMode, Protocol,
+    StopCode, TaskStatus,
 };
-use berth_runtime::{ContainerRuntime, ContainerStatus, Health, RunState, RuntimeError};
+use berth_core::{Clock, Timestamp};
+use berth_runtime::{
+    ContainerRuntime, ContainerStatus as Found, Health, PortProtocol, RunState, RuntimeError,
+};
+use berth_wire::ecs::{ContainerDefinition, TaskDefinition, TaskOverride};
 use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 
-use crate::client::{ServerClient, ServerError};
-use crate::spec::{self, container_spec, labels, SpecContext};
+use crate::channel::Channel;
+use crate::spec::{self, SpecContext};
+
+/// How often health is re-read while a container waits for a HEALTHY dependency.
+const DEPENDENCY_HEALTH_POLL: Duration = Duration::from_millis(500);
+/// How often a running task's health is re-read (and reported if it changed).
+const HEALTH_POLL: Duration = Duration::from_secs(2);
+const REPORT_BACKOFF_FIRST: Duration = Duration::from_millis(200);
+const REPORT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// What every runner shares.
-pub struct RunnerContext {
+pub(crate) struct RunnerContext {
     pub runtime: Arc<dyn ContainerRuntime>,
-    pub client: ServerClient,
+    pub channel: Channel,
+    pub clock: Arc<dyn Clock>,
     pub agent_id: String,
     pub host_bind_ip: String,
 }
 
-struct ContainerState {
+/// A task handed to a runner.
+pub(crate) struct Assignment {
+    pub task: AssignedTask,
+    /// The instance the task is assigned to: reports go out under its credential.
+    pub instance: InstanceCredential,
+    pub control_plane_id: String,
+    /// This agent's containers of the task found on the host (after an agent restart).
+    pub adopted: Vec<Found>,
+}
+
+/// The agent's handle on a runner. Dropping it (or aborting) leaves the containers running.
+pub(crate) struct TaskHandle {
+    desired: watch::Sender<DesiredStatus>,
+    stopping: Arc<AtomicBool>,
+    join: JoinHandle<()>,
+}
+
+impl TaskHandle {
+    pub fn spawn(ctx: Arc<RunnerContext>, assignment: Assignment) -> Self {
+        let (desired, rx) = watch::channel(assignment.task.desired_status);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let join = tokio::spawn(run(ctx, assignment, rx, Arc::clone(&stopping)));
+        Self {
+            desired,
+            stopping,
+            join,
+        }
+    }
+
+    /// Forwards the control plane's desired status; true if it changed.
+    pub fn order(&self, status: DesiredStatus) -> bool {
+        self.desired
+            .send_if_modified(|d| std::mem::replace(d, status) != status)
+    }
+
+    /// The runner is stopping the task (for whatever reason).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.join.is_finished()
+    }
+}
+
+/// The agent letting go of a runner (shutdown, or an error) leaves the task's containers
+/// as they are, for the next agent to adopt.
+impl Drop for TaskHandle {
+    fn drop(&mut self) {
+        self.join.abort();
+    }
+}
+
+/// Why the agent itself ends a task.
+#[derive(Debug, Clone)]
+struct StopCause {
+    reason: String,
+    code: StopCode,
+}
+
+impl StopCause {
+    fn failed_to_start(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            code: StopCode::TaskFailedToStart,
+        }
+    }
+}
+
+/// How driving a task ended.
+enum Ending {
+    /// The control plane wants it stopped (its stop order carries the reason).
+    Ordered,
+    /// The agent stops it.
+    Cause(StopCause),
+    /// The agent let go of the runner: leave the containers to the next agent.
+    Detached,
+}
+
+/// Waits until the desired status becomes STOPPED or the agent drops the runner.
+async fn until_stopped(desired: &mut watch::Receiver<DesiredStatus>) -> Ending {
+    loop {
+        if *desired.borrow_and_update() == DesiredStatus::Stopped {
+            return Ending::Ordered;
+        }
+        if desired.changed().await.is_err() {
+            return Ending::Detached;
+        }
+    }
+}
+
+struct Container {
     def: ContainerDefinition,
+    name: String,
+    essential: bool,
+    /// (index of the container depended on, condition)
+    depends_on: Vec<(usize, DependencyCondition)>,
     id: Option<String>,
     started: bool,
-    status: &'static str,
-    exit_code: Option<i64>,
+    started_at: Option<Instant>,
+    status: ContainerStatus,
+    exit_code: Option<i32>,
     reason: Option<String>,
-    health: Option<&'static str>,
+    health: Option<HealthStatus>,
     bindings: Vec<NetworkBinding>,
     image_digest: Option<String>,
 }
 
-impl ContainerState {
+impl Container {
     fn exited(&self) -> bool {
-        self.status == status::STOPPED
+        self.status == ContainerStatus::Stopped
+    }
+
+    fn report(&self) -> ContainerReport {
+        ContainerReport {
+            name: self.name.clone(),
+            runtime_id: self.id.clone(),
+            status: self.status,
+            exit_code: self.exit_code,
+            reason: self.reason.clone(),
+            bindings: (!self.bindings.is_empty()).then(|| self.bindings.clone()),
+            health: self.health,
+            image_digest: self.image_digest.clone(),
+        }
     }
 }
 
-/// Why a task is being stopped by the agent itself (None: the control plane asked).
-struct StopCause {
-    reason: String,
-    code: &'static str,
-}
-
-struct Runner {
-    ctx: Arc<RunnerContext>,
-    task: Task,
-    definition: TaskDefinition,
-    cluster: String,
-    containers: Vec<ContainerState>,
-    desired: watch::Receiver<String>,
-    exits_tx: mpsc::UnboundedSender<usize>,
-    exits_rx: mpsc::UnboundedReceiver<usize>,
-    pull_started_at: Option<f64>,
-    pull_stopped_at: Option<f64>,
-    last_report: Option<SubmitTaskStateChangeRequest>,
-    /// The agent dropped this runner: leave the containers alone.
-    detached: bool,
-}
-
-fn health_word(h: Option<Health>) -> Option<&'static str> {
-    match h {
-        Some(Health::Healthy) => Some("HEALTHY"),
-        Some(Health::Unhealthy) => Some("UNHEALTHY"),
-        Some(Health::Starting) => Some("UNKNOWN"),
-        None => None,
+/// The containers of a task definition, with their dependencies resolved.
+fn containers_of(td: TaskDefinition) -> Result<Vec<Container>, String> {
+    let defs = td.container_definitions.unwrap_or_default();
+    if defs.is_empty() {
+        return Err("the task definition has no containers".into());
     }
-}
-
-fn bindings_of(status: &ContainerStatus) -> Vec<NetworkBinding> {
-    status
-        .ports
+    let names: Vec<String> = defs
         .iter()
-        .map(|p| NetworkBinding {
-            bind_ip: Some(p.host_ip.clone()),
-            container_port: Some(i64::from(p.container_port)),
-            host_port: Some(i64::from(p.host_port)),
-            protocol: Some(p.protocol.as_str().to_string()),
+        .map(|d| d.name.clone().ok_or("a container definition has no name"))
+        .collect::<Result<_, _>>()?;
+    defs.into_iter()
+        .zip(&names)
+        .map(|(def, name)| {
+            let depends_on = def
+                .depends_on
+                .iter()
+                .flatten()
+                .map(|d| {
+                    let target = d.container_name.as_deref().unwrap_or_default();
+                    let index = names.iter().position(|n| n == target).ok_or_else(|| {
+                        format!(
+                            "container {name} depends on {target}, which the task does not have"
+                        )
+                    })?;
+                    let condition = d
+                        .condition
+                        .as_deref()
+                        .and_then(DependencyCondition::parse)
+                        .ok_or_else(|| {
+                            format!(
+                                "container {name}: dependsOn condition {:?} is not one of {}",
+                                d.condition,
+                                DependencyCondition::expected()
+                            )
+                        })?;
+                    Ok((index, condition))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            Ok(Container {
+                essential: def.essential.unwrap_or(true),
+                health: def.health_check.as_ref().map(|_| HealthStatus::Unknown),
+                def,
+                name: name.clone(),
+                depends_on,
+                id: None,
+                started: false,
+                started_at: None,
+                status: ContainerStatus::Pending,
+                exit_code: None,
+                reason: None,
+                bindings: vec![],
+                image_digest: None,
+            })
         })
         .collect()
 }
 
-/// Runs the task to completion (STOPPED reported, containers removed).
-pub async fn run_task(
-    ctx: Arc<RunnerContext>,
-    assigned: AssignedTask,
-    desired: watch::Receiver<String>,
-    adopted: Vec<ContainerStatus>,
-) {
-    let cluster = assigned
-        .task
-        .cluster_arn
-        .as_deref()
-        .and_then(|a| a.rsplit('/').next())
-        .unwrap_or("default")
-        .to_string();
-    let (exits_tx, exits_rx) = mpsc::unbounded_channel();
-    let containers = assigned
-        .task_definition
-        .container_definitions
+fn health_status(h: Option<Health>) -> Option<HealthStatus> {
+    h.map(|h| match h {
+        Health::Healthy => HealthStatus::Healthy,
+        Health::Unhealthy => HealthStatus::Unhealthy,
+        Health::Starting => HealthStatus::Unknown,
+    })
+}
+
+fn bindings_of(found: &Found) -> Vec<NetworkBinding> {
+    found
+        .ports
         .iter()
-        .map(|def| ContainerState {
-            def: def.clone(),
-            id: None,
-            started: false,
-            status: status::PENDING,
-            exit_code: None,
-            reason: None,
-            health: def.health_check.as_ref().map(|_| "UNKNOWN"),
-            bindings: vec![],
-            image_digest: None,
+        .map(|p| NetworkBinding {
+            bind_ip: p.host_ip.clone(),
+            container_port: p.container_port,
+            host_port: p.host_port,
+            protocol: match p.protocol {
+                PortProtocol::Tcp => Protocol::Tcp,
+                PortProtocol::Udp => Protocol::Udp,
+            },
         })
-        .collect();
+        .collect()
+}
+
+/// An exit code as people read it.
+fn exit_code_text(code: Option<i32>) -> String {
+    code.map_or_else(|| "unknown".into(), |c| c.to_string())
+}
+
+enum Dependencies {
+    Met,
+    Waiting {
+        target: usize,
+        condition: DependencyCondition,
+    },
+    Failed(String),
+}
+
+struct Runner {
+    ctx: Arc<RunnerContext>,
+    task: AssignedTask,
+    instance: InstanceCredential,
+    control_plane_id: String,
+    network_mode: NetworkMode,
+    overrides: TaskOverride,
+    containers: Vec<Container>,
+    desired: watch::Receiver<DesiredStatus>,
+    /// A report's answer said the control plane wants the task stopped.
+    stop_answered: bool,
+    exits_tx: mpsc::UnboundedSender<usize>,
+    exits_rx: mpsc::UnboundedReceiver<usize>,
+    /// Waits on running containers; dropped (aborted) with the runner.
+    waiters: JoinSet<()>,
+    /// Indexes of containers in the order they started, to stop dependents first.
+    start_order: Vec<usize>,
+    pull_started_at: Option<Timestamp>,
+    pull_stopped_at: Option<Timestamp>,
+    last_report: Option<TaskReport>,
+}
+
+/// Runs one task to the end: STOPPED reported and containers removed, unless the agent
+/// lets go of it first.
+async fn run(
+    ctx: Arc<RunnerContext>,
+    a: Assignment,
+    desired: watch::Receiver<DesiredStatus>,
+    stopping: Arc<AtomicBool>,
+) {
+    let arn = a.task.task_arn.clone();
+    tracing::info!(task = %arn, adopted = a.adopted.len(), "task assigned");
+    // A task that cannot be read still gets its STOPPED report.
+    let (containers, network_mode, overrides, invalid) = match parse(&a.task) {
+        Ok((containers, network_mode, overrides)) => (containers, network_mode, overrides, None),
+        Err(e) => (
+            vec![],
+            NetworkMode::Bridge,
+            TaskOverride::default(),
+            Some(StopCause::failed_to_start(format!(
+                "Invalid task definition: {e}"
+            ))),
+        ),
+    };
+    let (exits_tx, exits_rx) = mpsc::unbounded_channel();
     let mut runner = Runner {
         ctx,
-        task: assigned.task,
-        definition: assigned.task_definition,
-        cluster,
+        instance: a.instance,
+        control_plane_id: a.control_plane_id,
+        network_mode,
+        overrides,
         containers,
         desired,
+        stop_answered: false,
         exits_tx,
         exits_rx,
+        waiters: JoinSet::new(),
+        start_order: vec![],
         pull_started_at: None,
         pull_stopped_at: None,
         last_report: None,
-        detached: false,
+        task: a.task,
     };
-    let task_arn = runner.task.task_arn.clone().unwrap_or_default();
-    tracing::info!(task = %task_arn, adopted = adopted.len(), "running task");
-    let cause = runner.drive(adopted).await;
-    if runner.detached {
-        // The agent is shutting down: containers keep running for the next agent to adopt.
-        return;
-    }
+    let ending = match invalid {
+        Some(cause) => Ending::Cause(cause),
+        None => runner.drive(a.adopted).await,
+    };
+    let cause = match ending {
+        Ending::Detached => {
+            tracing::debug!(task = %arn, "runner released; containers keep running");
+            return;
+        }
+        Ending::Ordered => None,
+        Ending::Cause(c) => Some(c),
+    };
+    stopping.store(true, Ordering::Relaxed);
     runner.stop_and_finish(cause).await;
-    tracing::info!(task = %task_arn, "task finished");
+}
+
+fn parse(task: &AssignedTask) -> Result<(Vec<Container>, NetworkMode, TaskOverride), String> {
+    let td: TaskDefinition = serde_json::from_value(task.task_definition.clone())
+        .map_err(|e| format!("the task definition cannot be read: {e}"))?;
+    let overrides: TaskOverride = if task.overrides.is_null() {
+        TaskOverride::default()
+    } else {
+        serde_json::from_value(task.overrides.clone())
+            .map_err(|e| format!("the task overrides cannot be read: {e}"))?
+    };
+    let network_mode = match td.network_mode.as_deref() {
+        None => NetworkMode::Bridge,
+        Some(m) => NetworkMode::parse(m).ok_or_else(|| format!("unknown network mode {m}"))?,
+    };
+    Ok((containers_of(td)?, network_mode, overrides))
 }
 
 impl Runner {
     fn wants_stop(&self) -> bool {
-        self.desired.borrow().as_str() == status::STOPPED
+        self.stop_answered || *self.desired.borrow() == DesiredStatus::Stopped
     }
 
-    async fn drive(&mut self, adopted: Vec<ContainerStatus>) -> Option<StopCause> {
+    /// Runs `f` unless the task is ordered stopped (or released) first.
+    async fn interruptible<T>(&mut self, f: impl Future<Output = T>) -> Result<T, Ending> {
+        tokio::select! {
+            out = f => Ok(out),
+            ending = until_stopped(&mut self.desired) => Err(ending),
+        }
+    }
+
+    async fn drive(&mut self, adopted: Vec<Found>) -> Ending {
         let had_containers = !adopted.is_empty();
         self.adopt(adopted);
         if self.wants_stop() {
-            return None;
+            return Ending::Ordered;
         }
-        let was_started = status::task_rank(self.task.last_status.as_deref().unwrap_or_default())
-            >= status::task_rank(status::RUNNING);
-        if was_started && !had_containers {
-            // Never start a task twice: its containers are gone, so the task is over.
-            return Some(StopCause {
-                reason: "Task containers were lost while the agent was away".into(),
-                code: stop_code::TASK_FAILED_TO_START,
-            });
+        // Never start a task twice: once it ran, containers that are gone stay gone.
+        if self.task.known_status >= TaskStatus::Running {
+            if !had_containers {
+                return Ending::Cause(StopCause {
+                    reason: "The task's containers were lost while the agent was away; \
+                             a task that already ran is not started again"
+                        .into(),
+                    code: StopCode::EssentialContainerExited,
+                });
+            }
+            for c in self.containers.iter_mut().filter(|c| c.id.is_none()) {
+                c.started = true;
+                c.status = ContainerStatus::Stopped;
+                c.reason = Some("The container was lost while the agent was away".into());
+            }
         }
-        if let Err(cause) = self.start().await {
-            return cause;
+        if let Err(ending) = self.start().await {
+            return ending;
         }
-        self.report(status::RUNNING, None).await;
+        self.report(TaskStatus::Running, None).await;
         self.monitor().await
     }
 
-    fn adopt(&mut self, adopted: Vec<ContainerStatus>) {
+    fn adopt(&mut self, adopted: Vec<Found>) {
+        let now = Instant::now();
         for found in adopted {
-            let name = found
-                .labels
-                .get(labels::CONTAINER_NAME)
-                .cloned()
-                .unwrap_or_default();
-            let Some(state) = self.containers.iter_mut().find(|c| c.def.name() == name) else {
+            let name = found.labels.get(labels::CONTAINER_NAME);
+            let Some(i) = self
+                .containers
+                .iter()
+                .position(|c| Some(&c.name) == name && c.id.is_none())
+            else {
                 continue;
             };
-            state.id = Some(found.id.clone());
-            state.image_digest = found.image_digest.clone();
+            let c = &mut self.containers[i];
+            c.id = Some(found.id.clone());
+            c.image_digest.clone_from(&found.image_digest);
             match found.state {
                 RunState::Created => {}
                 RunState::Running => {
-                    state.started = true;
-                    state.status = status::RUNNING;
-                    state.bindings = bindings_of(&found);
-                    state.health = health_word(found.health).or(state.health);
+                    c.started = true;
+                    c.started_at = Some(now);
+                    c.status = ContainerStatus::Running;
+                    c.bindings = bindings_of(&found);
+                    c.health = health_status(found.health).or(c.health);
+                    self.start_order.push(i);
+                    self.spawn_waiter(i);
                 }
                 RunState::Exited => {
-                    state.started = true;
-                    state.status = status::STOPPED;
-                    state.exit_code = found.exit_code;
+                    c.started = true;
+                    c.status = ContainerStatus::Stopped;
+                    c.exit_code = found.exit_code.and_then(|e| i32::try_from(e).ok());
                 }
             }
         }
-        let waiting: Vec<usize> = (0..self.containers.len())
-            .filter(|i| self.containers[*i].status == status::RUNNING)
-            .collect();
-        for i in waiting {
-            self.spawn_waiter(i);
-        }
     }
 
-    fn spawn_waiter(&self, index: usize) {
+    fn spawn_waiter(&mut self, index: usize) {
         let Some(id) = self.containers[index].id.clone() else {
             return;
         };
         let runtime = Arc::clone(&self.ctx.runtime);
         let tx = self.exits_tx.clone();
-        tokio::spawn(async move {
+        self.waiters.spawn(async move {
             if let Err(e) = runtime.wait_exit(&id).await {
                 tracing::warn!(container = %id, error = %e, "waiting for container failed");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -218,179 +450,198 @@ impl Runner {
         });
     }
 
-    /// Pulls, creates and starts the containers, honouring dependsOn.
-    async fn start(&mut self) -> Result<(), Option<StopCause>> {
+    fn spec_context(&self) -> SpecContext<'_> {
+        SpecContext {
+            agent_id: &self.ctx.agent_id,
+            control_plane_id: &self.control_plane_id,
+            task_arn: &self.task.task_arn,
+            cluster: &self.task.cluster,
+            family: &self.task.family,
+            revision: self.task.revision,
+            network_mode: self.network_mode,
+            host_bind_ip: &self.ctx.host_bind_ip,
+        }
+    }
+
+    /// Pulls and creates what is missing, then starts the containers as their dependencies
+    /// allow.
+    async fn start(&mut self) -> Result<(), Ending> {
         let runtime = Arc::clone(&self.ctx.runtime);
-        if self.containers.iter().any(|c| c.id.is_none()) {
-            self.pull_started_at = Some(now_epoch());
-            self.report(status::PENDING, None).await;
-            for i in 0..self.containers.len() {
-                if self.containers[i].id.is_some() {
-                    continue;
-                }
+        let missing: Vec<usize> = (0..self.containers.len())
+            .filter(|i| self.containers[*i].id.is_none() && !self.containers[*i].exited())
+            .collect();
+        if !missing.is_empty() {
+            self.pull_started_at = Some(self.ctx.clock.now());
+            self.report(TaskStatus::Pending, None).await;
+            for &i in &missing {
                 let image = self.containers[i].def.image.clone().unwrap_or_default();
-                if let Err(e) = runtime.ensure_image(&image).await {
-                    self.containers[i].reason = Some(format!("CannotPullContainerError: {e}"));
-                    return Err(Some(StopCause {
-                        reason: format!("CannotPullContainerError: {e}"),
-                        code: stop_code::TASK_FAILED_TO_START,
-                    }));
+                if let Err(e) = self.interruptible(runtime.ensure_image(&image)).await? {
+                    let reason = format!("CannotPullContainerError: {e}");
+                    self.containers[i].reason = Some(reason.clone());
+                    return Err(Ending::Cause(StopCause::failed_to_start(reason)));
                 }
             }
-            self.pull_stopped_at = Some(now_epoch());
-            let spec_ctx = SpecContext {
-                agent_id: &self.ctx.agent_id,
-                cluster: &self.cluster,
-                host_bind_ip: &self.ctx.host_bind_ip,
-            };
-            for i in 0..self.containers.len() {
-                if self.containers[i].id.is_some() {
-                    continue;
-                }
-                let spec = container_spec(
-                    &spec_ctx,
-                    &self.task,
-                    &self.definition,
-                    &self.containers[i].def,
-                );
-                match runtime.create(&spec).await {
+            self.pull_stopped_at = Some(self.ctx.clock.now());
+            for &i in &missing {
+                let c = &self.containers[i];
+                let overrides = spec::container_override(&self.overrides, &c.name);
+                let created = match spec::container_spec(&self.spec_context(), &c.def, overrides) {
+                    Ok(spec) => runtime.create(&spec).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
+                match created {
                     Ok(id) => self.containers[i].id = Some(id),
                     Err(e) => {
-                        self.containers[i].reason =
-                            Some(format!("CannotCreateContainerError: {e}"));
-                        return Err(Some(StopCause {
-                            reason: format!("CannotCreateContainerError: {e}"),
-                            code: stop_code::TASK_FAILED_TO_START,
-                        }));
+                        let reason = format!("CannotCreateContainerError: {e}");
+                        self.containers[i].reason = Some(reason.clone());
+                        return Err(Ending::Cause(StopCause::failed_to_start(reason)));
                     }
                 }
             }
         }
-        let deadline = tokio::time::Instant::now()
-            + self
-                .containers
-                .iter()
-                .filter_map(|c| c.def.start_timeout)
-                .max()
-                .map_or(spec::DEFAULT_START_TIMEOUT, |s| {
-                    Duration::from_secs(s.max(1) as u64)
-                });
+        let waiting_since = Instant::now();
         loop {
             if let Some(cause) = self.essential_exit() {
-                return Err(Some(cause));
+                return Err(Ending::Cause(cause));
+            }
+            if self.wants_stop() {
+                return Err(Ending::Ordered);
             }
             let mut progressed = false;
+            let mut waits = vec![];
             for i in 0..self.containers.len() {
                 if self.containers[i].started {
                     continue;
                 }
-                match self.dependencies_met(i) {
-                    Ok(false) => continue,
-                    Ok(true) => {}
-                    Err(reason) => {
-                        return Err(Some(StopCause {
-                            reason,
-                            code: stop_code::TASK_FAILED_TO_START,
-                        }))
+                match self.dependencies(i) {
+                    Dependencies::Met => {}
+                    Dependencies::Waiting { target, condition } => {
+                        waits.push((i, target, condition));
+                        continue;
+                    }
+                    Dependencies::Failed(reason) => {
+                        return Err(Ending::Cause(StopCause::failed_to_start(reason)))
                     }
                 }
-                let id = self.containers[i].id.clone().unwrap_or_default();
-                if let Err(e) = runtime.start(&id).await {
-                    self.containers[i].reason = Some(format!("CannotStartContainerError: {e}"));
-                    return Err(Some(StopCause {
-                        reason: format!("CannotStartContainerError: {e}"),
-                        code: stop_code::TASK_FAILED_TO_START,
-                    }));
-                }
-                self.containers[i].started = true;
-                self.containers[i].status = status::RUNNING;
-                if let Ok(found) = runtime.inspect(&id).await {
-                    self.containers[i].bindings = bindings_of(&found);
-                    self.containers[i].image_digest = found.image_digest;
-                }
-                self.spawn_waiter(i);
+                self.start_container(i).await?;
                 progressed = true;
             }
             if self.containers.iter().all(|c| c.started) {
                 return Ok(());
             }
             if progressed {
-                self.report(status::PENDING, None).await;
+                self.report(TaskStatus::Pending, None).await;
                 continue;
             }
-            // Waiting on a dependency: wake on an exit, a stop order, or to re-check health.
+            // Each container depended on gets its startTimeout, from its own start.
+            let deadlines: Vec<(Instant, usize, usize, DependencyCondition)> = waits
+                .iter()
+                .filter_map(|&(i, t, cond)| {
+                    let target = &self.containers[t];
+                    let since = target.started_at?.max(waiting_since);
+                    Some((since + spec::start_timeout(&target.def), i, t, cond))
+                })
+                .collect();
+            if deadlines.is_empty() {
+                let names: Vec<&str> = waits
+                    .iter()
+                    .map(|(i, _, _)| self.containers[*i].name.as_str())
+                    .collect();
+                return Err(Ending::Cause(StopCause::failed_to_start(format!(
+                    "Container dependencies cannot be met: {} wait on each other",
+                    names.join(", ")
+                ))));
+            }
+            let now = Instant::now();
+            if let Some(&(_, i, t, cond)) = deadlines.iter().find(|(at, ..)| *at <= now) {
+                let target = &self.containers[t];
+                return Err(Ending::Cause(StopCause::failed_to_start(format!(
+                    "Dependency of container {} not met: {} did not reach {cond} within its \
+                     startTimeout of {}s",
+                    self.containers[i].name,
+                    target.name,
+                    spec::start_timeout(&target.def).as_secs()
+                ))));
+            }
+            let deadline = deadlines.iter().map(|(at, ..)| *at).min().unwrap_or(now);
             tokio::select! {
                 Some(index) = self.exits_rx.recv() => self.on_exit(index).await,
-                changed = self.desired.changed() => {
-                    if changed.is_err() {
-                        self.detached = true;
-                        return Err(None);
-                    }
-                    if self.wants_stop() {
-                        return Err(None);
-                    }
-                }
-                _ = tokio::time::sleep(Duration::from_millis(500)) => self.refresh_health().await,
-                _ = tokio::time::sleep_until(deadline) => {
-                    return Err(Some(StopCause {
-                        reason: "Timed out waiting for container dependencies to be met".into(),
-                        code: stop_code::TASK_FAILED_TO_START,
-                    }));
-                }
+                ending = until_stopped(&mut self.desired) => return Err(ending),
+                _ = tokio::time::sleep(DEPENDENCY_HEALTH_POLL) => self.refresh_health().await,
+                _ = tokio::time::sleep_until(deadline) => {}
             }
         }
     }
 
-    fn dependencies_met(&self, index: usize) -> Result<bool, String> {
-        let def = &self.containers[index].def;
-        for dep in def.depends_on.iter().flatten() {
-            let Some(target) = self
-                .containers
-                .iter()
-                .find(|c| c.def.name() == dep.container_name)
-            else {
-                continue;
-            };
-            let met = match dep.condition.as_str() {
-                "START" => target.started,
-                "COMPLETE" => target.exited(),
-                "SUCCESS" => {
-                    if target.exited() && target.exit_code != Some(0) {
-                        return Err(format!(
-                            "Dependency of container {} not met: {} exited with {:?}, SUCCESS required",
-                            def.name(),
-                            dep.container_name,
-                            target.exit_code
-                        ));
-                    }
-                    target.exited()
+    async fn start_container(&mut self, i: usize) -> Result<(), Ending> {
+        let runtime = Arc::clone(&self.ctx.runtime);
+        let id = self.containers[i].id.clone().unwrap_or_default();
+        if let Err(e) = runtime.start(&id).await {
+            let reason = format!("CannotStartContainerError: {e}");
+            self.containers[i].reason = Some(reason.clone());
+            return Err(Ending::Cause(StopCause::failed_to_start(reason)));
+        }
+        let c = &mut self.containers[i];
+        c.started = true;
+        c.started_at = Some(Instant::now());
+        c.status = ContainerStatus::Running;
+        if let Ok(found) = runtime.inspect(&id).await {
+            c.bindings = bindings_of(&found);
+            c.image_digest = found.image_digest;
+        }
+        tracing::debug!(task = %self.task.task_arn, container = %c.name, "container started");
+        self.start_order.push(i);
+        self.spawn_waiter(i);
+        Ok(())
+    }
+
+    fn dependencies(&self, index: usize) -> Dependencies {
+        let c = &self.containers[index];
+        for &(t, condition) in &c.depends_on {
+            let target = &self.containers[t];
+            let met = match condition {
+                DependencyCondition::Start => target.started,
+                DependencyCondition::Complete => target.exited(),
+                DependencyCondition::Success if target.exited() && target.exit_code != Some(0) => {
+                    return Dependencies::Failed(format!(
+                        "Dependency of container {} not met: {} exited with code {}, SUCCESS required",
+                        c.name,
+                        target.name,
+                        exit_code_text(target.exit_code)
+                    ));
                 }
-                "HEALTHY" => {
-                    if target.exited() {
-                        return Err(format!(
-                            "Dependency of container {} not met: {} exited before becoming HEALTHY",
-                            def.name(),
-                            dep.container_name
-                        ));
-                    }
-                    target.health == Some("HEALTHY")
+                DependencyCondition::Success => target.exited(),
+                DependencyCondition::Healthy if target.health.is_none() || target.exited() => {
+                    return Dependencies::Failed(format!(
+                        "Dependency of container {} not met: {} {} before becoming HEALTHY",
+                        c.name,
+                        target.name,
+                        if target.health.is_none() {
+                            "has no health check"
+                        } else {
+                            "exited"
+                        }
+                    ));
                 }
-                _ => true,
+                DependencyCondition::Healthy => target.health == Some(HealthStatus::Healthy),
             };
             if !met {
-                return Ok(false);
+                return Dependencies::Waiting {
+                    target: t,
+                    condition,
+                };
             }
         }
-        Ok(true)
+        Dependencies::Met
     }
 
     fn essential_exit(&self) -> Option<StopCause> {
         self.containers
             .iter()
-            .find(|c| c.exited() && c.def.is_essential())
-            .map(|_| StopCause {
+            .any(|c| c.essential && c.exited())
+            .then(|| StopCause {
                 reason: "Essential container in task exited".into(),
-                code: stop_code::ESSENTIAL_CONTAINER_EXITED,
+                code: StopCode::EssentialContainerExited,
             })
     }
 
@@ -399,6 +650,9 @@ impl Runner {
         let Some(id) = self.containers[index].id.clone() else {
             return;
         };
+        if self.containers[index].exited() {
+            return;
+        }
         match self.ctx.runtime.inspect(&id).await {
             Ok(found) if found.state == RunState::Running => {
                 // Spurious wake-up (engine hiccup): keep waiting.
@@ -407,23 +661,28 @@ impl Runner {
             }
             Ok(found) => {
                 let c = &mut self.containers[index];
-                c.exit_code = found.exit_code;
+                c.exit_code = found.exit_code.and_then(|e| i32::try_from(e).ok());
                 if found.oom_killed {
                     c.reason =
                         Some("OutOfMemoryError: Container killed due to memory usage".into());
-                } else if let Some(err) = found.error {
+                } else if let Some(err) = found.error.filter(|e| !e.is_empty()) {
                     c.reason = Some(err);
                 }
             }
             Err(e) => {
-                self.containers[index].reason = Some(format!("container vanished: {e}"));
+                self.containers[index].reason = Some(format!("The container vanished: {e}"));
             }
         }
-        self.containers[index].status = status::STOPPED;
+        let c = &mut self.containers[index];
+        c.status = ContainerStatus::Stopped;
+        if c.health.is_some() {
+            c.health = Some(HealthStatus::Unhealthy);
+        }
         tracing::info!(
-            task = self.task.task_arn.as_deref().unwrap_or_default(),
-            container = self.containers[index].def.name(),
-            exit_code = ?self.containers[index].exit_code,
+            task = %self.task.task_arn,
+            container = %c.name,
+            exit_code = %exit_code_text(c.exit_code),
+            essential = c.essential,
             "container exited"
         );
     }
@@ -431,12 +690,12 @@ impl Runner {
     async fn refresh_health(&mut self) {
         for i in 0..self.containers.len() {
             let c = &self.containers[i];
-            if c.def.health_check.is_none() || c.status != status::RUNNING {
+            if c.health.is_none() || c.status != ContainerStatus::Running {
                 continue;
             }
             let Some(id) = c.id.clone() else { continue };
             if let Ok(found) = self.ctx.runtime.inspect(&id).await {
-                if let Some(h) = health_word(found.health) {
+                if let Some(h) = health_status(found.health) {
                     self.containers[i].health = Some(h);
                 }
             }
@@ -444,30 +703,28 @@ impl Runner {
     }
 
     /// Watches a RUNNING task until it must stop.
-    async fn monitor(&mut self) -> Option<StopCause> {
-        let has_health = self.containers.iter().any(|c| c.def.health_check.is_some());
-        let mut health_tick = tokio::time::interval(Duration::from_secs(2));
+    async fn monitor(&mut self) -> Ending {
+        let has_health = self.containers.iter().any(|c| c.health.is_some());
+        let mut health_tick = tokio::time::interval(HEALTH_POLL);
+        health_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if let Some(cause) = self.essential_exit() {
-                return Some(cause);
+                return Ending::Cause(cause);
+            }
+            if self.wants_stop() {
+                return Ending::Ordered;
             }
             tokio::select! {
                 Some(index) = self.exits_rx.recv() => {
                     self.on_exit(index).await;
-                    self.report(status::RUNNING, None).await;
-                }
-                changed = self.desired.changed() => {
-                    if changed.is_err() {
-                        self.detached = true;
-                        return None;
-                    }
-                    if self.wants_stop() {
-                        return None;
+                    if self.essential_exit().is_none() {
+                        self.report(TaskStatus::Running, None).await;
                     }
                 }
+                ending = until_stopped(&mut self.desired) => return ending,
                 _ = health_tick.tick(), if has_health => {
                     self.refresh_health().await;
-                    self.report(status::RUNNING, None).await;
+                    self.report(TaskStatus::Running, None).await;
                 }
             }
         }
@@ -476,40 +733,34 @@ impl Runner {
     async fn stop_and_finish(&mut self, cause: Option<StopCause>) {
         let runtime = Arc::clone(&self.ctx.runtime);
         if self.containers.iter().any(|c| c.started && !c.exited()) {
-            self.report(status::STOPPING, None).await;
+            self.report(TaskStatus::Stopping, cause.as_ref()).await;
         }
-        // Dependents first: reverse definition order approximates reverse start order.
-        for i in (0..self.containers.len()).rev() {
-            let Some(id) = self.containers[i].id.clone() else {
-                continue;
-            };
-            if self.containers[i].started && !self.containers[i].exited() {
-                let timeout = spec::stop_timeout(&self.containers[i].def);
+        // Dependents first: reverse start order, then containers that never started.
+        let mut order: Vec<usize> = self.start_order.iter().rev().copied().collect();
+        order.extend((0..self.containers.len()).filter(|i| !self.start_order.contains(i)));
+        for i in order {
+            let c = &self.containers[i];
+            if let (Some(id), false) = (c.id.clone(), c.exited()) {
+                // Also for containers never seen to start: an interrupted start may have run.
+                let timeout = spec::stop_timeout(&c.def);
                 if let Err(e) = runtime.stop(&id, timeout).await {
                     tracing::warn!(container = %id, error = %e, "stopping container failed");
                 }
-            }
-            match runtime.inspect(&id).await {
-                Ok(found) => {
-                    if self.containers[i].started {
+                match runtime.inspect(&id).await {
+                    Ok(found) if found.state != RunState::Created => {
                         self.containers[i].exit_code =
-                            found.exit_code.or(self.containers[i].exit_code);
+                            found.exit_code.and_then(|e| i32::try_from(e).ok());
+                    }
+                    Ok(_) | Err(RuntimeError::NotFound(_)) => {}
+                    Err(e) => {
+                        tracing::warn!(container = %id, error = %e, "inspecting stopped container failed");
                     }
                 }
-                Err(RuntimeError::NotFound(_)) => {}
-                Err(e) => {
-                    tracing::warn!(container = %id, error = %e, "inspecting stopped container failed")
-                }
             }
-            self.containers[i].status = status::STOPPED;
+            self.containers[i].status = ContainerStatus::Stopped;
         }
-        self.report(status::DEPROVISIONING, None).await;
-        let (reason, code) = match &cause {
-            Some(c) => (Some(c.reason.clone()), Some(c.code)),
-            None => (None, None),
-        };
-        self.report(status::STOPPED, reason.map(|r| (r, code)))
-            .await;
+        self.report(TaskStatus::Deprovisioning, None).await;
+        self.report(TaskStatus::Stopped, cause.as_ref()).await;
         for c in &self.containers {
             if let Some(id) = &c.id {
                 if let Err(e) = runtime.remove(id).await {
@@ -519,66 +770,74 @@ impl Runner {
         }
     }
 
-    /// Sends the task's current state; retries until the server has it (or refuses it).
-    async fn report(&mut self, task_status: &str, stop: Option<(String, Option<&'static str>)>) {
-        let (reason, stop_code) = match stop {
-            Some((reason, code)) => (Some(reason), code.map(str::to_string)),
-            None => (None, None),
-        };
-        let request = SubmitTaskStateChangeRequest {
-            cluster: Some(self.cluster.clone()),
-            task: self.task.task_arn.clone(),
-            status: Some(task_status.to_string()),
-            reason,
-            containers: Some(
-                self.containers
-                    .iter()
-                    .map(|c| ContainerStateChange {
-                        container_name: c.def.name.clone(),
-                        image_digest: c.image_digest.clone(),
-                        runtime_id: c.id.clone(),
-                        exit_code: c.exit_code,
-                        network_bindings: Some(c.bindings.clone()),
-                        reason: c.reason.clone(),
-                        status: Some(c.status.to_string()),
-                        health_status: c.health.map(str::to_string),
-                    })
-                    .collect(),
-            ),
+    /// Reports the task's current state unless it is what was last reported.
+    async fn report(&mut self, status: TaskStatus, cause: Option<&StopCause>) {
+        let report = TaskReport {
+            status,
+            reason: cause.map(|c| c.reason.clone()),
+            stop_code: cause.map(|c| c.code),
+            containers: self.containers.iter().map(Container::report).collect(),
             pull_started_at: self.pull_started_at,
             pull_stopped_at: self.pull_stopped_at,
-            execution_stopped_at: (task_status == status::STOPPED).then(now_epoch),
-            stop_code,
-        };
-        let comparable = SubmitTaskStateChangeRequest {
             execution_stopped_at: None,
-            ..request.clone()
         };
-        if self.last_report.as_ref() == Some(&comparable) {
+        if self.last_report.as_ref() == Some(&report) {
             return;
         }
-        let mut backoff = Duration::from_millis(200);
+        if self.last_report.as_ref().map(|r| r.status) != Some(status) {
+            let task = &self.task.task_arn;
+            match (status, cause) {
+                (TaskStatus::Stopped, Some(c)) => {
+                    tracing::info!(task = %task, stop_code = %c.code, "task stopped: {}", c.reason)
+                }
+                (TaskStatus::Stopped, None) => {
+                    tracing::info!(task = %task, "task stopped: the control plane stopped it")
+                }
+                (_, Some(c)) => tracing::info!(task = %task, "task {status}: {}", c.reason),
+                (_, None) => tracing::info!(task = %task, "task {status}"),
+            }
+        }
+        let mut sent = report.clone();
+        if status.is_terminal() {
+            sent.execution_stopped_at = Some(self.ctx.clock.now());
+        }
+        self.send(sent).await;
+        self.last_report = Some(report);
+    }
+
+    /// Delivers a report, retrying while the control plane is unreachable.
+    async fn send(&mut self, report: TaskReport) {
+        let status = report.status;
+        let request = ReportRequest {
+            instance: self.instance.clone(),
+            task_arn: self.task.task_arn.clone(),
+            report,
+        };
+        let mut backoff = REPORT_BACKOFF_FIRST;
+        let mut warned = false;
         loop {
-            match self
-                .ctx
-                .client
-                .ecs::<_, serde_json::Value>("SubmitTaskStateChange", &request)
-                .await
-            {
-                Ok(_) => break,
-                Err(e) => {
-                    if let Some(server) = e.downcast_ref::<ServerError>() {
-                        if server.code != "ServerException" {
-                            tracing::warn!(error = %server, "control plane refused task state; dropping it");
-                            break;
-                        }
+            match self.ctx.channel.report(&request).await {
+                Ok(answer) => {
+                    if answer.desired_status == DesiredStatus::Stopped {
+                        self.stop_answered = true;
                     }
-                    tracing::debug!(error = %e, "reporting task state failed; retrying");
+                    return;
+                }
+                Err(e) if e.is_refusal() => {
+                    tracing::warn!(task = %self.task.task_arn, %status, error = %e,
+                        "the control plane refused the task report; dropping it");
+                    return;
+                }
+                Err(e) => {
+                    if !warned {
+                        tracing::warn!(task = %self.task.task_arn, %status, error = %e,
+                            "reporting task state failed; retrying");
+                        warned = true;
+                    }
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff = (backoff * 2).min(REPORT_BACKOFF_MAX);
                 }
             }
         }
-        self.last_report = Some(comparable);
     }
 }

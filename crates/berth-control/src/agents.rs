@@ -1,129 +1,408 @@
-//! The agent-facing side: agents long-poll for the tasks assigned to their instances.
-//! The answer comes as soon as the assignment differs from what the agent already has
-//! (a store commit wakes every waiting poll), so agents never busy-poll.
+//! The agent channel: a berth agent registers its host and receives a credential for the
+//! instance; with it, it long-polls for its assignments (which doubles as its heartbeat:
+//! each poll renews the instance's session lease) and reports on its own tasks only.
+//!
+//! A poll waits on the store's watch of that instance's assignment prefix alone, so a
+//! commit elsewhere in the cluster wakes no other agent.
 
+use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth_model::{
-    ApiError, AssignedTask, ContainerInstance, PollRequest, PollResponse, TaskDefinition,
+use berth_core::ids::{ClusterName, InstanceId, TaskId};
+use berth_core::records::{
+    AgentBinding, InstanceRecord, TaskDefinitionRecord, TaskRecord, TaskReport,
 };
-use berth_store::StoreExt;
+use berth_core::Error;
+use berth_store::{KeyRange, LeaseId, ReadExt, ReadView, StoreError, Txn, WatchStream};
+use futures_util::future::select_all;
+use futures_util::FutureExt;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
 
-use crate::instances::INACTIVE;
-use crate::tasks::TaskRecord;
-use crate::{keys, ControlPlane};
+use crate::instances::{InstanceView, RegisterInstance};
+use crate::{clusters, keys, store_failure, task_definitions::TaskDefinitions, Ctx};
 
-impl ControlPlane {
-    /// What the agent's instances must run now, with a digest of it.
-    fn assignments(&self, req: &PollRequest) -> Result<PollResponse, ApiError> {
-        let err = |e: berth_store::StoreError| ApiError::server(e.to_string());
-        let mut out = PollResponse::default();
-        let mut digest_input: Vec<String> = Vec::new();
-        for polled in &req.instances {
-            let cluster = crate::cluster_name(Some(&polled.cluster))?;
-            let instance_id = Self::instance_id(&cluster, &polled.container_instance_arn)?;
-            let active = self
-                .store
-                .get_json::<ContainerInstance>(&keys::instance(&cluster, &instance_id))
-                .map_err(err)?
-                .is_some_and(|(i, _)| i.status.as_deref() != Some(INACTIVE));
-            if !active {
-                continue;
-            }
-            out.active_instances
-                .push(polled.container_instance_arn.clone());
-            digest_input.push(format!("instance {}", polled.container_instance_arn));
-            for (key, _) in self
-                .store
-                .scan_prefix(&keys::assignments_of(&cluster, &instance_id))
-                .map_err(err)?
-            {
-                let task_id = key.rsplit('/').next().unwrap_or_default();
-                let Some((record, _)) = self
-                    .store
-                    .get_json::<TaskRecord>(&keys::task(&cluster, task_id))
-                    .map_err(err)?
-                else {
-                    continue;
-                };
-                let task_definition = self
-                    .find_task_definition(
-                        record
-                            .task
-                            .task_definition_arn
-                            .as_deref()
-                            .unwrap_or_default(),
-                    )
-                    .map_err(ApiError::from)?;
-                digest_input.push(format!(
-                    "task {} {}",
-                    record.task.task_arn.as_deref().unwrap_or_default(),
-                    record.task.desired_status.as_deref().unwrap_or_default()
-                ));
-                out.tasks.push(AssignedTask {
-                    task: record.task,
-                    task_definition: TaskDefinition { ..task_definition },
-                });
-            }
+/// A berth agent's registration of its host in one cluster.
+#[derive(Debug, Clone)]
+pub struct AgentRegistration {
+    pub instance: RegisterInstance,
+    pub agent_id: String,
+    /// The credential from an earlier registration, to re-register the same instance.
+    pub credential: Option<String>,
+    pub follows_all_clusters: bool,
+}
+
+/// One instance an agent speaks for, with its credential.
+#[derive(Debug, Clone)]
+pub struct PolledInstance {
+    pub cluster: ClusterName,
+    pub id: InstanceId,
+    pub credential: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Poll {
+    pub instances: Vec<PolledInstance>,
+    pub follow_all_clusters: bool,
+    pub known_digest: Option<String>,
+    pub wait: Duration,
+}
+
+/// A task an agent must run (or stop), with its definition.
+#[derive(Debug, Clone)]
+pub struct Assigned {
+    pub task: TaskRecord,
+    pub definition: Arc<TaskDefinitionRecord>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PollAnswer {
+    pub digest: String,
+    pub tasks: Vec<Assigned>,
+    /// Which polled instances are still registered; the agent forgets the others.
+    pub active_instances: Vec<(ClusterName, InstanceId)>,
+    /// With `follow_all_clusters`: every ACTIVE cluster.
+    pub clusters: Vec<ClusterName>,
+}
+
+/// Whether a task some container on a host claims to belong to is still live here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    Live,
+    Orphaned,
+}
+
+pub struct Agents {
+    ctx: Arc<Ctx>,
+    /// Session lease per instance (connection key → lease) held by this server.
+    sessions: Mutex<HashMap<String, LeaseId>>,
+}
+
+pub fn credential_hash(credential: &str) -> String {
+    hex::encode(Sha256::digest(credential.as_bytes()))
+}
+
+fn new_credential() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// Fails unless `credential` is the instance's agent credential.
+fn check_credential(record: &InstanceRecord, credential: &str) -> Result<(), Error> {
+    match &record.agent {
+        Some(binding) if binding.credential_sha256 == credential_hash(credential) => Ok(()),
+        _ => Err(Error::new(
+            berth_core::ErrorKind::AccessDenied,
+            "The agent credential is not valid for this container instance.",
+        )),
+    }
+}
+
+impl Agents {
+    pub(crate) fn new(ctx: Arc<Ctx>) -> Self {
+        Self {
+            ctx,
+            sessions: Mutex::new(HashMap::new()),
         }
-        if req.follow_all_clusters {
-            out.clusters = self.active_cluster_names()?;
-            for c in &out.clusters {
-                digest_input.push(format!("cluster {c}"));
-            }
-        }
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        digest_input.hash(&mut hasher);
-        out.digest = format!("{:016x}", hasher.finish());
-        Ok(out)
     }
 
-    /// Long-poll: answers when the assignment differs from `known_digest`, or at the deadline.
-    /// The wait is capped well below the agent timeout, since each poll is also a heartbeat.
-    pub async fn poll_assignments(
-        self: Arc<Self>,
-        req: PollRequest,
-    ) -> Result<PollResponse, ApiError> {
-        let cap = self.config.max_poll_wait.min(self.config.agent_timeout / 3);
-        let wait = Duration::from_secs(req.wait_seconds.unwrap_or(20)).min(cap);
-        let deadline = tokio::time::Instant::now() + wait;
-        let req = Arc::new(req);
-        let mut changes = self.store.watch();
-        self.off_reactor(&req, Self::heartbeat_all).await?;
-        loop {
-            // Mark what we have seen before reading, so a commit after the read still wakes us.
-            changes.borrow_and_update();
-            let current = self.off_reactor(&req, Self::assignments).await?;
-            if req.known_digest.as_deref() != Some(current.digest.as_str()) {
-                return Ok(current);
+    /// Registers the agent's host; returns the instance and the credential to use from now on.
+    pub async fn register(
+        &self,
+        instances: &crate::instances::Instances,
+        reg: AgentRegistration,
+    ) -> Result<(InstanceView, String), Error> {
+        let ctx = &self.ctx;
+        let mut request = reg.instance.clone();
+        // Re-registration keeps the instance only with its credential; otherwise the agent
+        // (e.g. with a fresh data dir) becomes a new instance.
+        let (credential, existing) = match (&request.existing, &reg.credential) {
+            (Some(id), Some(credential)) => {
+                let record = instances.get(&request.cluster, id).await?;
+                match record {
+                    Some(r) if r.is_registered() && check_credential(&r, credential).is_ok() => {
+                        (credential.clone(), Some(id.clone()))
+                    }
+                    _ => (new_credential(), None),
+                }
             }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => continue,
-                Ok(Err(_)) | Err(_) => return Ok(current),
-            }
-        }
+            _ => (new_credential(), None),
+        };
+        request.existing = existing;
+        request.agent = Some(AgentBinding {
+            agent_id: reg.agent_id.clone(),
+            credential_sha256: credential_hash(&credential),
+            follows_all_clusters: reg.follows_all_clusters,
+        });
+        let view = instances.register(request).await?;
+        self.ensure_session(&view.record.cluster, &view.record.id)
+            .await
+            .map_err(store_failure)?;
+        let _ = ctx;
+        Ok((view, credential))
     }
 
-    fn heartbeat_all(&self, req: &PollRequest) -> Result<(), ApiError> {
-        for polled in &req.instances {
-            let cluster = crate::cluster_name(Some(&polled.cluster))?;
-            self.heartbeat(&cluster, &polled.container_instance_arn)?;
+    /// Keeps (or opens) the instance's session: a leased key that exists while the agent
+    /// polls. Renewals are in memory; only opening a session writes.
+    async fn ensure_session(
+        &self,
+        cluster: &ClusterName,
+        id: &InstanceId,
+    ) -> Result<(), StoreError> {
+        let store = &self.ctx.store;
+        let key = keys::connection(cluster, id);
+        let held = self.sessions.lock().expect("sessions").get(&key).copied();
+        if let Some(lease) = held {
+            match store.keep_alive(lease).await {
+                Ok(_) => {
+                    if let Some(kv) = store.get(&key).await? {
+                        if kv.lease == Some(lease) {
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(StoreError::LeaseNotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
+        let lease = store.grant_lease(self.ctx.config.agent_timeout).await?;
+        // Only while the instance is registered: a deregistered instance gets no session.
+        let instance_key = keys::instance(cluster, id);
+        let Some((record, rev)) = store.get_json::<InstanceRecord>(&instance_key).await? else {
+            return Ok(());
+        };
+        if !record.is_registered() {
+            return Ok(());
+        }
+        let txn = Txn::new()
+            .require_revision(&instance_key, rev)
+            .put_with_lease(&key, &"agent", lease);
+        match store.commit(txn).await {
+            Ok(_) | Err(StoreError::Conflict { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.sessions.lock().expect("sessions").insert(key, lease);
         Ok(())
     }
 
-    /// Store I/O is synchronous: run it on a blocking thread, not the reactor.
-    async fn off_reactor<T: Send + 'static>(
-        self: &Arc<Self>,
-        req: &Arc<PollRequest>,
-        f: fn(&ControlPlane, &PollRequest) -> Result<T, ApiError>,
-    ) -> Result<T, ApiError> {
-        let this = Arc::clone(self);
-        let req = Arc::clone(req);
-        tokio::task::spawn_blocking(move || f(&this, &req))
+    /// The instances of `poll` whose credentials check out and that are registered; an
+    /// unknown instance or a wrong credential fails the whole poll and leaves no trace.
+    async fn verified<V: ReadView + ?Sized>(
+        view: &V,
+        poll: &Poll,
+    ) -> Result<Vec<(ClusterName, InstanceId)>, Error> {
+        let mut active = Vec::new();
+        for p in &poll.instances {
+            let record = view
+                .get_json::<InstanceRecord>(&keys::instance(&p.cluster, &p.id))
+                .await
+                .map_err(store_failure)?;
+            match record {
+                Some((r, _)) => {
+                    check_credential(&r, &p.credential)?;
+                    if r.is_registered() {
+                        active.push((p.cluster.clone(), p.id.clone()));
+                    }
+                }
+                // A deleted cluster takes its instances with it; tell the agent to forget it.
+                None if clusters::active(view, &p.cluster).await.is_err() => {}
+                None => {
+                    return Err(Error::invalid(format!(
+                        "Container instance {} not found in cluster {}.",
+                        p.id, p.cluster
+                    )))
+                }
+            }
+        }
+        Ok(active)
+    }
+
+    async fn answer(
+        &self,
+        definitions: &TaskDefinitions,
+        poll: &Poll,
+    ) -> Result<(PollAnswer, berth_store::Revision), Error> {
+        let snapshot = self.ctx.store.snapshot().await.map_err(store_failure)?;
+        let view = snapshot.as_ref();
+        let revision = view.read_revision().await.map_err(store_failure)?;
+        let active = Self::verified(view, poll).await?;
+        let mut answer = PollAnswer::default();
+        let mut digest_input: Vec<String> = Vec::new();
+        for (cluster, id) in &active {
+            digest_input.push(format!("instance {cluster}/{id}"));
+            let page = view
+                .range(KeyRange::prefix(keys::assignments_of(cluster, id)))
+                .await
+                .map_err(store_failure)?;
+            for kv in page.kvs {
+                let Some(task_id) = kv.key.rsplit('/').next().and_then(|t| TaskId::new(t).ok())
+                else {
+                    continue;
+                };
+                let Some((task, _)) = view
+                    .get_json::<TaskRecord>(&keys::task(cluster, &task_id))
+                    .await
+                    .map_err(store_failure)?
+                else {
+                    continue;
+                };
+                let definition = definitions.cached(&task.desired.task_definition).await?;
+                digest_input.push(format!("task {task_id} {}", task.desired.status));
+                answer.tasks.push(Assigned { task, definition });
+            }
+        }
+        if poll.follow_all_clusters {
+            answer.clusters = view
+                .scan_json::<berth_core::records::ClusterRecord>(keys::CLUSTERS)
+                .await
+                .map_err(store_failure)?
+                .into_iter()
+                .filter(|(_, c, _)| c.is_active())
+                .map(|(_, c, _)| c.name)
+                .collect();
+            for c in &answer.clusters {
+                digest_input.push(format!("cluster {c}"));
+            }
+        }
+        answer.active_instances = active;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        digest_input.hash(&mut hasher);
+        answer.digest = format!("{:016x}", hasher.finish());
+        Ok((answer, revision))
+    }
+
+    /// Long-poll: answers when the assignment differs from `known_digest`, or at the deadline.
+    /// The wait is capped below the session lease's TTL, since each poll renews it.
+    pub async fn poll(
+        &self,
+        definitions: &TaskDefinitions,
+        poll: Poll,
+    ) -> Result<PollAnswer, Error> {
+        let cap = self
+            .ctx
+            .config
+            .max_poll_wait
+            .min(self.ctx.config.agent_timeout / 3);
+        let deadline = tokio::time::Instant::now() + poll.wait.min(cap);
+        let (mut current, mut revision) = self.answer(definitions, &poll).await?;
+        for (cluster, id) in &current.active_instances {
+            self.ensure_session(cluster, id)
+                .await
+                .map_err(store_failure)?;
+        }
+        loop {
+            if poll.known_digest.as_deref() != Some(current.digest.as_str()) {
+                return Ok(current);
+            }
+            let mut prefixes: Vec<String> = current
+                .active_instances
+                .iter()
+                .flat_map(|(c, i)| [keys::assignments_of(c, i), keys::instance(c, i)])
+                .collect();
+            if poll.follow_all_clusters {
+                prefixes.push(keys::CLUSTERS.to_string());
+            }
+            // Instances that went away (deleted clusters) are part of the answer too.
+            if current.active_instances.len() < poll.instances.len() {
+                return Ok(current);
+            }
+            let mut watches: Vec<WatchStream> = Vec::with_capacity(prefixes.len());
+            for p in BTreeSet::<String>::from_iter(prefixes) {
+                match self.ctx.store.watch(&p, revision + 1).await {
+                    Ok(w) => watches.push(w),
+                    // History gone (restart): just re-read.
+                    Err(StoreError::Compacted { .. }) => {}
+                    Err(e) => return Err(store_failure(e)),
+                }
+            }
+            if watches.is_empty() {
+                tokio::time::sleep_until(deadline).await;
+                return Ok(current);
+            }
+            let woke = {
+                let next = select_all(watches.iter_mut().map(|w| w.next().boxed()));
+                tokio::time::timeout_at(deadline, next).await.is_ok()
+            };
+            if !woke {
+                return Ok(current);
+            }
+            (current, revision) = self.answer(definitions, &poll).await?;
+        }
+    }
+
+    /// Applies a report from the agent of `instance` about one of its own tasks.
+    pub async fn report(
+        &self,
+        tasks: &crate::tasks::Tasks,
+        cluster: &ClusterName,
+        instance: &InstanceId,
+        credential: &str,
+        task: &TaskId,
+        report: &TaskReport,
+    ) -> Result<TaskRecord, Error> {
+        let store = self.ctx.store.as_ref();
+        let record = store
+            .get_json::<InstanceRecord>(&keys::instance(cluster, instance))
             .await
-            .unwrap_or_else(|e| Err(ApiError::server(e.to_string())))
+            .map_err(store_failure)?
+            .map(|(r, _)| r)
+            .ok_or_else(|| Error::invalid("Container instance not found."))?;
+        check_credential(&record, credential)?;
+        let owned = store
+            .get_json::<TaskRecord>(&keys::task(cluster, task))
+            .await
+            .map_err(store_failure)?
+            .is_some_and(|(t, _)| t.desired.instance == *instance);
+        if !owned {
+            return Err(Error::new(
+                berth_core::ErrorKind::AccessDenied,
+                format!("Task {task} is not assigned to container instance {instance}."),
+            ));
+        }
+        tasks.apply_report(cluster, task, report).await
+    }
+
+    /// Checks that `credential` is the agent credential of a registered instance.
+    pub async fn authenticate(
+        &self,
+        cluster: &ClusterName,
+        id: &InstanceId,
+        credential: &str,
+    ) -> Result<(), Error> {
+        let record = self
+            .ctx
+            .store
+            .get_json::<InstanceRecord>(&keys::instance(cluster, id))
+            .await
+            .map_err(store_failure)?
+            .map(|(r, _)| r)
+            .ok_or_else(|| Error::invalid("Container instance not found."))?;
+        check_credential(&record, credential)
+    }
+
+    /// For containers an agent found on its host that belong to no task it runs: is the
+    /// task they claim still live anywhere?
+    pub async fn ownership(
+        &self,
+        tasks: &[(ClusterName, TaskId)],
+    ) -> Result<Vec<Ownership>, Error> {
+        let snapshot = self.ctx.store.snapshot().await.map_err(store_failure)?;
+        let mut out = Vec::with_capacity(tasks.len());
+        for (cluster, id) in tasks {
+            let live = snapshot
+                .get_json::<TaskRecord>(&keys::task(cluster, id))
+                .await
+                .map_err(store_failure)?
+                .is_some_and(|(t, _)| t.is_live());
+            out.push(if live {
+                Ownership::Live
+            } else {
+                Ownership::Orphaned
+            });
+        }
+        Ok(out)
     }
 }

@@ -1,226 +1,291 @@
-use berth_model::{
-    status, ApiError, Cluster, ClusterResponse, ClusterSetting, ContainerInstance,
-    CreateClusterRequest, DeleteClusterRequest, DescribeClustersRequest, DescribeClustersResponse,
-    ErrorCode, Failure, ListClustersResponse, PageRequest,
-};
-use berth_store::{StoreExt, Txn};
+//! Clusters: create, describe with counts, list, delete.
 
-use crate::tasks::TaskRecord;
-use crate::{cluster_name, keys, paging, with_retries, CResult, ControlPlane};
+use std::sync::Arc;
 
-pub const ACTIVE: &str = "ACTIVE";
-pub const INACTIVE: &str = "INACTIVE";
+use berth_core::arn::ResourceKind;
+use berth_core::ids::ClusterName;
+use berth_core::records::{ClusterRecord, InstanceRecord, NameValue, Tag};
+use berth_core::resources::InstanceUsage;
+use berth_core::status::ClusterStatus;
+use berth_core::{Error, ErrorKind};
+use berth_store::{ReadExt, ReadView, Revision, Txn};
+use serde_json::Value;
 
-fn validate_cluster_name(name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 255
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(format!(
-            "Cluster name '{name}' is invalid: up to 255 letters (uppercase and lowercase), numbers, hyphens and underscores are allowed."
-        )))
+use crate::paging::{page_keys, Page, PageRequest};
+use crate::{keys, store_failure, tags, with_retries, CResult, Ctx};
+
+/// What CreateCluster asks for.
+#[derive(Debug, Clone, Default)]
+pub struct CreateCluster {
+    pub name: Option<ClusterName>,
+    pub tags: Vec<Tag>,
+    pub settings: Vec<NameValue>,
+    pub configuration: Option<Value>,
+    pub service_connect_defaults: Option<Value>,
+    pub capacity_providers: Vec<String>,
+    pub default_capacity_provider_strategy: Vec<Value>,
+}
+
+/// Counts ECS reports with a cluster, derived from per-instance usage (never a task scan).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterCounts {
+    pub registered_instances: u32,
+    pub running_tasks: u32,
+    pub pending_tasks: u32,
+    pub active_services: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterView {
+    pub record: ClusterRecord,
+    pub counts: ClusterCounts,
+    /// Only when asked for (`include=TAGS`).
+    pub tags: Option<Vec<Tag>>,
+}
+
+pub struct Clusters {
+    ctx: Arc<Ctx>,
+}
+
+/// The ACTIVE cluster `name` as `view` sees it, or ClusterNotFoundException.
+pub(crate) async fn active<V: ReadView + ?Sized>(
+    view: &V,
+    name: &ClusterName,
+) -> CResult<(ClusterRecord, Revision)> {
+    match view.get_json::<ClusterRecord>(&keys::cluster(name)).await? {
+        Some((cluster, rev)) if cluster.is_active() => Ok((cluster, rev)),
+        _ => Err(Error::cluster_not_found().into()),
     }
 }
 
-impl ControlPlane {
-    /// Loads an ACTIVE cluster by name or ARN, or fails with ClusterNotFoundException.
-    pub(crate) fn active_cluster(&self, given: Option<&str>) -> CResult<(String, Cluster, u64)> {
-        let name = cluster_name(given)?;
-        match self.store.get_json::<Cluster>(&keys::cluster(&name))? {
-            Some((cluster, rev)) if cluster.status.as_deref() == Some(ACTIVE) => {
-                Ok((name, cluster, rev))
-            }
-            _ => Err(ApiError::cluster_not_found().into()),
-        }
+/// Adds "bump the cluster's placement token" to `txn`, conditioned on the token being as
+/// `view` read it: any two commits that both change what placement reads conflict.
+pub(crate) async fn bump_placement_token<V: ReadView + ?Sized>(
+    view: &V,
+    cluster: &ClusterName,
+    txn: Txn,
+) -> CResult<Txn> {
+    let key = keys::placement_token(cluster);
+    let current = view.get_json::<u64>(&key).await?;
+    let next = current.as_ref().map_or(0, |(n, _)| *n) + 1;
+    Ok(txn
+        .require_unchanged(&key, current.map(|(_, rev)| rev))
+        .put_json(&key, &next))
+}
+
+async fn counts<V: ReadView + ?Sized>(
+    view: &V,
+    name: &ClusterName,
+) -> Result<ClusterCounts, Error> {
+    let instances = view
+        .scan_json::<InstanceRecord>(&keys::instances_of(name))
+        .await
+        .map_err(store_failure)?;
+    let usages = view
+        .scan_json::<InstanceUsage>(&keys::usages_of(name))
+        .await
+        .map_err(store_failure)?;
+    let mut counts = ClusterCounts {
+        registered_instances: instances
+            .iter()
+            .filter(|(_, i, _)| i.is_registered())
+            .count() as u32,
+        ..Default::default()
+    };
+    for (_, usage, _) in usages {
+        counts.running_tasks = counts.running_tasks.saturating_add(usage.running);
+        counts.pending_tasks = counts.pending_tasks.saturating_add(usage.pending);
+    }
+    Ok(counts)
+}
+
+impl Clusters {
+    pub(crate) fn new(ctx: Arc<Ctx>) -> Self {
+        Self { ctx }
     }
 
-    pub fn create_cluster(&self, req: CreateClusterRequest) -> Result<ClusterResponse, ApiError> {
-        let name = req.cluster_name.clone().unwrap_or_else(|| "default".into());
-        validate_cluster_name(&name)?;
-        self.validate_tags(req.tags.as_deref().unwrap_or_default())?;
-        let arn = self.arns.cluster(&name);
-        let cluster = with_retries(|| {
-            let key = keys::cluster(&name);
-            let existing = self.store.get_json::<Cluster>(&key)?;
-            if let Some((cluster, _)) = &existing {
-                // ECS's CreateCluster is idempotent for an active cluster.
-                if cluster.status.as_deref() == Some(ACTIVE) {
-                    return Ok(cluster.clone());
-                }
-            }
-            let cluster = Cluster {
-                cluster_arn: Some(arn.clone()),
-                cluster_name: Some(name.clone()),
-                status: Some(ACTIVE.into()),
-                configuration: req.configuration.clone(),
-                settings: Some(req.settings.clone().unwrap_or_else(|| {
-                    vec![ClusterSetting {
-                        name: Some("containerInsights".into()),
-                        value: Some("disabled".into()),
-                    }]
-                })),
-                capacity_providers: Some(req.capacity_providers.clone().unwrap_or_default()),
-                default_capacity_provider_strategy: Some(
-                    req.default_capacity_provider_strategy
-                        .clone()
-                        .unwrap_or_default(),
-                ),
-                ..Default::default()
-            };
-            let mut txn = Txn::new()
-                .require_unchanged(&key, existing.as_ref().map(|(_, rev)| *rev))
-                .put_json(&key, &cluster);
-            if let Some(tags) = req.tags.as_ref().filter(|t| !t.is_empty()) {
-                txn = txn.put_json(keys::tags(&arn), tags);
-            }
-            self.store.commit(txn)?;
-            Ok(cluster)
-        })?;
-        Ok(ClusterResponse {
-            cluster: Some(self.with_counts(cluster, false)?),
+    async fn view(&self, record: ClusterRecord, include_tags: bool) -> Result<ClusterView, Error> {
+        let snapshot = self.ctx.store.snapshot().await.map_err(store_failure)?;
+        let counts = counts(snapshot.as_ref(), &record.name).await?;
+        let tags = if include_tags {
+            Some(tags::of(snapshot.as_ref(), &self.ctx.arns.cluster(&record.name)).await?)
+        } else {
+            None
+        };
+        Ok(ClusterView {
+            record,
+            counts,
+            tags,
         })
     }
 
-    /// Fills the derived members (counts, tags) of a stored cluster.
-    fn with_counts(&self, mut cluster: Cluster, include_tags: bool) -> Result<Cluster, ApiError> {
-        let name = cluster.cluster_name.clone().unwrap_or_default();
-        let instances = self
-            .store
-            .scan_json::<ContainerInstance>(&keys::instances_of(&name))?;
-        let tasks = self.store.scan_json::<TaskRecord>(&keys::tasks_of(&name))?;
-        let registered = instances
-            .iter()
-            .filter(|(_, i, _)| i.status.as_deref() != Some("INACTIVE"))
-            .count();
-        let mut running = 0;
-        let mut pending = 0;
-        for (_, record, _) in &tasks {
-            match record.task.last_status.as_deref() {
-                Some(status::RUNNING) => running += 1,
-                Some(status::PROVISIONING | status::PENDING | status::ACTIVATING) => pending += 1,
-                _ => {}
+    pub async fn create(&self, req: CreateCluster) -> Result<ClusterView, Error> {
+        let name = match req.name.clone() {
+            Some(n) => n,
+            None => ClusterName::new("default")?,
+        };
+        tags::validate(&req.tags)?;
+        let arn = self.ctx.arns.cluster(&name);
+        let record = with_retries(|| async {
+            let key = keys::cluster(&name);
+            let existing = self.ctx.store.get_json::<ClusterRecord>(&key).await?;
+            if let Some((cluster, _)) = &existing {
+                // ECS's CreateCluster is idempotent for an active cluster.
+                if cluster.is_active() {
+                    return Ok(cluster.clone());
+                }
             }
-        }
-        cluster.registered_container_instances_count = Some(registered as i64);
-        cluster.running_tasks_count = Some(running);
-        cluster.pending_tasks_count = Some(pending);
-        cluster.active_services_count = Some(0);
-        cluster.statistics = Some(vec![]);
-        if include_tags {
-            cluster.tags = Some(self.tags_of(cluster.cluster_arn.as_deref().unwrap_or_default())?);
-        }
-        Ok(cluster)
+            let settings = if req.settings.is_empty() {
+                vec![NameValue {
+                    name: "containerInsights".into(),
+                    value: Some("disabled".into()),
+                }]
+            } else {
+                req.settings.clone()
+            };
+            let cluster = ClusterRecord {
+                name: name.clone(),
+                status: ClusterStatus::Active,
+                created_at: self.ctx.now(),
+                settings,
+                configuration: req.configuration.clone(),
+                service_connect_defaults: req.service_connect_defaults.clone(),
+                capacity_providers: req.capacity_providers.clone(),
+                default_capacity_provider_strategy: req.default_capacity_provider_strategy.clone(),
+            };
+            let txn = Txn::new()
+                .require_unchanged(&key, existing.as_ref().map(|(_, rev)| *rev))
+                .put_json(&key, &cluster);
+            self.ctx
+                .store
+                .commit(tags::put_new(txn, &arn, &req.tags))
+                .await?;
+            Ok(cluster)
+        })
+        .await?;
+        self.view(record, false).await
     }
 
-    pub fn describe_clusters(
+    /// Each requested cluster, or `Err(name)` for one that does not exist (a MISSING failure).
+    pub async fn describe(
         &self,
-        req: DescribeClustersRequest,
-    ) -> Result<DescribeClustersResponse, ApiError> {
-        let include_tags = crate::includes_tags(&req.include);
-        let wanted = req
-            .clusters
-            .filter(|c| !c.is_empty())
-            .unwrap_or_else(|| vec!["default".into()]);
-        if wanted.len() > 100 {
-            return Err(ApiError::invalid(
-                "At most 100 clusters can be described at once.",
-            ));
-        }
-        let mut out = DescribeClustersResponse::default();
-        for given in wanted {
-            let name = cluster_name(Some(&given))?;
-            let found = self.store.get_json::<Cluster>(&keys::cluster(&name))?;
-            match found {
-                Some((cluster, _)) => out.clusters.push(self.with_counts(cluster, include_tags)?),
-                None => out
-                    .failures
-                    .push(Failure::new(Some(self.arns.cluster(&name)), "MISSING")),
-            }
+        names: &[ClusterName],
+        include_tags: bool,
+    ) -> Result<Vec<Result<ClusterView, ClusterName>>, Error> {
+        let mut out = Vec::with_capacity(names.len());
+        for name in crate::dedup(names) {
+            let found = self
+                .ctx
+                .store
+                .get_json::<ClusterRecord>(&keys::cluster(&name))
+                .await
+                .map_err(store_failure)?;
+            out.push(match found {
+                Some((record, _)) => Ok(self.view(record, include_tags).await?),
+                None => Err(name),
+            });
         }
         Ok(out)
     }
 
-    pub fn list_clusters(&self, req: PageRequest) -> Result<ListClustersResponse, ApiError> {
-        let arns: Vec<String> = self
-            .store
-            .scan_json::<Cluster>(keys::CLUSTERS)?
-            .into_iter()
-            .filter(|(_, c, _)| c.status.as_deref() == Some(ACTIVE))
-            .filter_map(|(_, c, _)| c.cluster_arn)
-            .collect();
-        let (cluster_arns, next_token) =
-            paging::page(arns, req.next_token.as_deref(), req.max_results, 100)?;
-        Ok(ListClustersResponse {
-            cluster_arns,
-            next_token,
+    pub async fn list(&self, req: &PageRequest) -> Result<Page<ClusterName>, Error> {
+        let page = page_keys(self.ctx.store.as_ref(), keys::CLUSTERS, req, 100, |kv| {
+            kv.decode::<ClusterRecord>().is_ok_and(|c| c.is_active())
         })
+        .await?;
+        Ok(page.map(|kv| {
+            kv.decode::<ClusterRecord>()
+                .map(|c| c.name)
+                .expect("filtered as decodable")
+        }))
     }
 
     /// Names of all ACTIVE clusters.
-    pub fn active_cluster_names(&self) -> Result<Vec<String>, ApiError> {
+    pub async fn active_names(&self) -> Result<Vec<ClusterName>, Error> {
         Ok(self
+            .ctx
             .store
-            .scan_json::<Cluster>(keys::CLUSTERS)?
+            .scan_json::<ClusterRecord>(keys::CLUSTERS)
+            .await
+            .map_err(store_failure)?
             .into_iter()
-            .filter(|(_, c, _)| c.status.as_deref() == Some(ACTIVE))
-            .filter_map(|(_, c, _)| c.cluster_name)
+            .filter(|(_, c, _)| c.is_active())
+            .map(|(_, c, _)| c.name)
             .collect())
     }
 
-    pub fn delete_cluster(&self, req: DeleteClusterRequest) -> Result<ClusterResponse, ApiError> {
-        ApiError::require(&req.cluster, "cluster")?;
-        let cluster = with_retries(|| {
-            let (name, mut cluster, rev) = self.active_cluster(req.cluster.as_deref())?;
-            let tasks = self.store.scan_json::<TaskRecord>(&keys::tasks_of(&name))?;
-            if tasks
-                .iter()
-                .any(|(_, t, _)| t.task.last_status.as_deref() != Some(status::STOPPED))
-            {
-                return Err(ApiError::new(
-                    ErrorCode::ClusterContainsTasksException,
+    /// The ACTIVE cluster, or ClusterNotFoundException.
+    pub async fn get_active(&self, name: &ClusterName) -> Result<ClusterRecord, Error> {
+        with_retries(|| async { Ok(active(self.ctx.store.as_ref(), name).await?.0) }).await
+    }
+
+    pub async fn delete(&self, name: &ClusterName) -> Result<ClusterView, Error> {
+        let record = with_retries(|| async {
+            let snapshot = self.ctx.store.snapshot().await?;
+            let view = snapshot.as_ref();
+            let (mut cluster, rev) = active(view, name).await?;
+            let counts = counts(view, name).await?;
+            if counts.running_tasks + counts.pending_tasks > 0 {
+                return Err(Error::new(
+                    ErrorKind::ClusterContainsTasks,
                     "The Cluster cannot be deleted while Tasks are active.",
                 )
                 .into());
             }
-            let instances = self
-                .store
-                .scan_json::<ContainerInstance>(&keys::instances_of(&name))?;
-            let mut txn = Txn::new().require_revision(keys::cluster(&name), rev);
-            for (key, mut instance, irev) in instances {
-                if instance.status.as_deref() == Some("INACTIVE") {
-                    continue;
-                }
-                if !is_auto_registered(&instance) {
-                    return Err(ApiError::new(
-                        ErrorCode::ClusterContainsContainerInstancesException,
-                        "The Cluster cannot be deleted while Container Instances are active or draining.",
-                    )
-                    .into());
-                }
-                // A `berth dev` agent joins every cluster by itself; it lets go with the cluster.
-                instance.status = Some("INACTIVE".into());
-                instance.agent_connected = Some(false);
-                txn = txn.require_revision(&key, irev).put_json(&key, &instance);
+            if counts.active_services > 0 {
+                return Err(Error::new(
+                    ErrorKind::ClusterContainsServices,
+                    "The Cluster cannot be deleted while Services are active.",
+                )
+                .into());
             }
-            cluster.status = Some(INACTIVE.into());
-            txn = txn.put_json(keys::cluster(&name), &cluster);
-            self.store.commit(txn)?;
+            let instances = view
+                .scan_json::<InstanceRecord>(&keys::instances_of(name))
+                .await?;
+            if instances
+                .iter()
+                .any(|(_, i, _)| i.is_registered() && !i.follows_all_clusters())
+            {
+                return Err(Error::new(
+                    ErrorKind::ClusterContainsContainerInstances,
+                    "The Cluster cannot be deleted while Container Instances are active or draining.",
+                )
+                .into());
+            }
+            // Placements read the token, so a placement racing this delete conflicts with it.
+            let mut txn = bump_placement_token(view, name, Txn::new()).await?;
+            cluster.status = ClusterStatus::Inactive;
+            txn = txn
+                .require_revision(keys::cluster(name), rev)
+                .put_json(keys::cluster(name), &cluster);
+            // Everything the cluster held goes with it, so a new cluster of the same name
+            // starts empty. A `berth dev` agent's instance lets go with the cluster.
+            for prefix in [
+                keys::tasks_of(name),
+                keys::task_indexes_of(name),
+                format!("ta/{name}/"),
+                keys::usages_of(name),
+                keys::connections_of(name),
+                keys::instances_of(name),
+                keys::client_tokens_of(name),
+                keys::tags(&self.ctx.arns.in_cluster_prefix(ResourceKind::Task, name)),
+                keys::tags(
+                    &self
+                        .ctx
+                        .arns
+                        .in_cluster_prefix(ResourceKind::ContainerInstance, name),
+                ),
+            ] {
+                txn = txn.delete_prefix(prefix);
+            }
+            self.ctx.store.commit(txn).await?;
             Ok(cluster)
-        })?;
-        Ok(ClusterResponse {
-            cluster: Some(self.with_counts(cluster, false)?),
+        })
+        .await?;
+        Ok(ClusterView {
+            record,
+            counts: ClusterCounts::default(),
+            tags: None,
         })
     }
-}
-
-pub(crate) fn is_auto_registered(instance: &ContainerInstance) -> bool {
-    instance.attributes.as_ref().is_some_and(|attrs| {
-        attrs.iter().any(|a| {
-            a.name == crate::AUTO_REGISTERED_ATTRIBUTE && a.value.as_deref() == Some("true")
-        })
-    })
 }

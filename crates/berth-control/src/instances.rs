@@ -1,475 +1,444 @@
-use std::collections::{BTreeSet, HashMap};
-use std::time::Instant;
+//! Container instances: registration (through the ECS API or a berth agent), describe,
+//! list with cluster-query filters, deregistration, and agent liveness.
 
-use berth_model::{
-    now_epoch, status, ApiError, Attribute, ContainerInstance, ContainerInstanceResponse,
-    DeregisterContainerInstanceRequest, DescribeContainerInstancesRequest,
-    DescribeContainerInstancesResponse, Failure, ListContainerInstancesRequest,
-    ListContainerInstancesResponse, RegisterContainerInstanceRequest, Resource, ResourceKind,
-};
-use berth_store::{StoreExt, Txn};
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::tasks::TaskRecord;
-use crate::{keys, paging, with_retries, CResult, ControlPlane};
+use berth_core::arn::ResourceKind;
+use berth_core::ids::{ClusterName, InstanceId};
+use berth_core::records::{AgentBinding, InstanceRecord, NameValue, Tag, VersionInfo};
+use berth_core::resources::{InstanceResources, InstanceUsage};
+use berth_core::status::InstanceStatus;
+use berth_core::{Error, Timestamp};
+use berth_store::{ReadExt, ReadView, Txn};
 
-pub const ACTIVE: &str = "ACTIVE";
-pub const DRAINING: &str = "DRAINING";
-pub const INACTIVE: &str = "INACTIVE";
+use crate::launch::candidates;
+use crate::paging::{page_keys, Page, PageRequest};
+use crate::{clusters, id_in_cluster, keys, store_failure, tags, with_retries, CResult, Ctx};
 
-/// What the not-yet-STOPPED tasks on one instance hold.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct InstanceUsage {
-    pub cpu: i64,
-    pub memory: i64,
-    pub tcp_ports: BTreeSet<u16>,
-    pub udp_ports: BTreeSet<u16>,
-    pub running: i64,
-    pub pending: i64,
-    /// (group, task definition ARN) of each task.
-    pub tasks: Vec<(String, String)>,
+/// Why the control plane stopped a task whose instance was deregistered with `force`.
+pub const REASON_DEREGISTERED: &str = "Container instance deregistered";
+
+/// Resolves a container instance given by id or ARN within a cluster.
+pub fn instance_id(cluster: &ClusterName, given: &str) -> Result<InstanceId, Error> {
+    InstanceId::new(id_in_cluster(
+        cluster,
+        given,
+        ResourceKind::ContainerInstance,
+        "container instance",
+    )?)
 }
 
-/// Sums reservations per container instance ARN.
-pub(crate) fn usage_by_instance(
-    tasks: &[(String, TaskRecord, u64)],
-) -> HashMap<String, InstanceUsage> {
-    let mut out: HashMap<String, InstanceUsage> = HashMap::new();
-    for (_, record, _) in tasks {
-        let task = &record.task;
-        if task.last_status.as_deref() == Some(status::STOPPED) {
-            continue;
-        }
-        let Some(instance) = task.container_instance_arn.clone() else {
-            continue;
-        };
-        let usage = out.entry(instance).or_default();
-        usage.cpu += record.reservation.cpu;
-        usage.memory += record.reservation.memory;
-        usage.tcp_ports.extend(&record.reservation.tcp_ports);
-        usage.udp_ports.extend(&record.reservation.udp_ports);
-        match task.last_status.as_deref() {
-            Some(status::RUNNING) => usage.running += 1,
-            _ => usage.pending += 1,
-        }
-        usage.tasks.push((
-            task.group.clone().unwrap_or_default(),
-            task.task_definition_arn.clone().unwrap_or_default(),
-        ));
-    }
-    out
+/// What RegisterContainerInstance asks for, parsed.
+#[derive(Debug, Clone)]
+pub struct RegisterInstance {
+    pub cluster: ClusterName,
+    /// Re-registration of an instance that exists.
+    pub existing: Option<InstanceId>,
+    /// From the instance identity document.
+    pub ec2_instance_id: Option<String>,
+    pub instance_type: Option<String>,
+    pub availability_zone: Option<String>,
+    pub resources: InstanceResources,
+    pub attributes: Vec<NameValue>,
+    pub version_info: VersionInfo,
+    pub tags: Vec<Tag>,
+    /// Set when a berth agent registers over the agent channel.
+    pub agent: Option<AgentBinding>,
 }
 
-/// Reads a named resource's numeric value, or its string set as ports.
-pub(crate) fn resource_number(resources: &[Resource], name: &str) -> i64 {
-    resources
-        .iter()
-        .find(|r| r.name.as_deref() == Some(name))
-        .map_or(0, Resource::number)
+/// An instance with what describe adds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceView {
+    pub record: InstanceRecord,
+    pub usage: InstanceUsage,
+    pub agent_connected: bool,
+    pub tags: Option<Vec<Tag>>,
 }
 
-pub(crate) fn resource_ports(resources: &[Resource], name: &str) -> BTreeSet<u16> {
-    resources
-        .iter()
-        .find(|r| r.name.as_deref() == Some(name))
-        .and_then(|r| r.string_set_value.as_ref())
-        .map(|ports| ports.iter().filter_map(|p| p.parse().ok()).collect())
-        .unwrap_or_default()
-}
-
-fn ports_resource(name: &str, ports: &BTreeSet<u16>) -> Resource {
-    Resource::string_set(name, ports.iter().map(u16::to_string).collect())
-}
-
-/// remaining = registered − held by tasks; reserved port sets grow instead.
-pub(crate) fn remaining_resources(registered: &[Resource], usage: &InstanceUsage) -> Vec<Resource> {
-    let mut tcp = resource_ports(registered, "PORTS");
-    tcp.extend(&usage.tcp_ports);
-    let mut udp = resource_ports(registered, "PORTS_UDP");
-    udp.extend(&usage.udp_ports);
-    vec![
-        Resource::integer("CPU", resource_number(registered, "CPU") - usage.cpu),
-        Resource::integer(
-            "MEMORY",
-            resource_number(registered, "MEMORY") - usage.memory,
-        ),
-        ports_resource("PORTS", &tcp),
-        ports_resource("PORTS_UDP", &udp),
-    ]
-}
-
-fn attribute(name: &str, value: &str) -> Attribute {
-    Attribute {
-        name: name.into(),
-        value: Some(value.into()),
-        target_type: None,
-        target_id: None,
+impl InstanceView {
+    pub fn remaining(&self) -> InstanceResources {
+        self.usage.remaining(&self.record.registered)
     }
 }
 
-impl ControlPlane {
-    /// Splits a container instance given by ARN or id within `cluster` into its id.
-    pub(crate) fn instance_id(cluster: &str, given: &str) -> Result<String, ApiError> {
-        crate::id_in_cluster(
-            cluster,
-            given,
-            ResourceKind::ContainerInstance,
-            "container instance",
-        )
+pub struct Instances {
+    ctx: Arc<Ctx>,
+}
+
+async fn view_of<V: ReadView + ?Sized>(
+    ctx: &Ctx,
+    view: &V,
+    record: InstanceRecord,
+    include_tags: bool,
+) -> CResult<InstanceView> {
+    let usage = view
+        .get_json::<InstanceUsage>(&keys::usage(&record.cluster, &record.id))
+        .await?
+        .map(|(u, _)| u)
+        .unwrap_or_default();
+    let agent_connected = record.is_registered()
+        && view
+            .get(&keys::connection(&record.cluster, &record.id))
+            .await?
+            .is_some();
+    let tags = if include_tags {
+        let arn = ctx.arns.container_instance(&record.cluster, &record.id);
+        Some(tags::of(view, &arn).await?)
+    } else {
+        None
+    };
+    Ok(InstanceView {
+        record,
+        usage,
+        agent_connected,
+        tags,
+    })
+}
+
+impl Instances {
+    pub(crate) fn new(ctx: Arc<Ctx>) -> Self {
+        Self { ctx }
     }
 
-    pub fn register_container_instance(
-        &self,
-        req: RegisterContainerInstanceRequest,
-    ) -> Result<ContainerInstanceResponse, ApiError> {
-        let total = req
-            .total_resources
-            .clone()
-            .ok_or_else(|| ApiError::invalid("totalResources is required (CPU and MEMORY)."))?;
-        for required in ["CPU", "MEMORY"] {
-            if resource_number(&total, required) <= 0 {
-                return Err(ApiError::invalid(format!(
-                    "totalResources must include a positive {required}."
+    /// Registers (or re-registers) an instance. Registration through the ECS API gives the
+    /// instance a session that lasts one agent timeout, as if its agent had connected once;
+    /// a berth agent keeps its session alive by polling.
+    pub async fn register(&self, req: RegisterInstance) -> Result<InstanceView, Error> {
+        for (name, value) in [("CPU", req.resources.cpu), ("MEMORY", req.resources.memory)] {
+            if value == 0 {
+                return Err(Error::invalid(format!(
+                    "totalResources must include a positive {name}."
                 )));
             }
         }
-        for a in req.attributes.iter().flatten() {
-            if a.name.is_empty() || a.name.len() > 128 {
-                return Err(ApiError::invalid(
-                    "Attribute names must be 1 to 128 characters long.",
-                ));
-            }
-        }
-        self.validate_tags(req.tags.as_deref().unwrap_or_default())?;
-        let identity: serde_json::Value = match req.instance_identity_document.as_deref() {
-            Some(doc) if !doc.is_empty() => serde_json::from_str(doc).map_err(|e| {
-                ApiError::invalid(format!("instanceIdentityDocument is not valid JSON: {e}"))
-            })?,
-            _ => serde_json::Value::Null,
-        };
-        let instance = with_retries(|| {
-            let (cluster, _, _) = self.active_cluster(req.cluster.as_deref())?;
-            let existing = match req.container_instance_arn.as_deref() {
-                Some(arn) => {
-                    let id = Self::instance_id(&cluster, arn)?;
-                    self.store
-                        .get_json::<ContainerInstance>(&keys::instance(&cluster, &id))?
-                        .filter(|(i, _)| i.status.as_deref() != Some(INACTIVE))
-                        .map(|(i, rev)| (id, i, rev))
-                }
+        tags::validate(&req.tags)?;
+        let ctx = &self.ctx;
+        let record = with_retries(|| async {
+            let snapshot = ctx.store.snapshot().await?;
+            let view = snapshot.as_ref();
+            clusters::active(view, &req.cluster).await?;
+            let existing = match &req.existing {
+                Some(id) => view
+                    .get_json::<InstanceRecord>(&keys::instance(&req.cluster, id))
+                    .await?
+                    .filter(|(i, _)| i.is_registered()),
                 None => None,
             };
-            let id = existing.as_ref().map_or_else(
-                || uuid::Uuid::new_v4().simple().to_string(),
-                |(id, _, _)| id.clone(),
-            );
-            let arn = self.arns.container_instance(&cluster, &id);
-            let ec2_instance_id = identity["instanceId"]
-                .as_str()
-                .map(str::to_string)
-                .or_else(|| {
-                    existing
+            if let Some((current, _)) = &existing {
+                // An agent-owned instance is re-registered only by that agent.
+                if let Some(bound) = &current.agent {
+                    let same = req
+                        .agent
                         .as_ref()
-                        .and_then(|(_, i, _)| i.ec2_instance_id.clone())
-                })
-                .unwrap_or_else(|| {
-                    format!("i-{}", &uuid::Uuid::new_v4().simple().to_string()[..17])
-                });
+                        .is_some_and(|a| a.credential_sha256 == bound.credential_sha256);
+                    if !same {
+                        return Err(Error::client(
+                            "The container instance is managed by a berth agent; only that agent can re-register it.",
+                        )
+                        .into());
+                    }
+                }
+            }
+            let id = match &existing {
+                Some((i, _)) => i.id.clone(),
+                None => InstanceId::new(ctx.ids.next_id())?,
+            };
+            let ec2_instance_id = req
+                .ec2_instance_id
+                .clone()
+                .or_else(|| existing.as_ref().map(|(i, _)| i.ec2_instance_id.clone()))
+                .unwrap_or_else(|| format!("i-{}", &ctx.ids.next_id()[..17]));
+            let zone = req
+                .availability_zone
+                .clone()
+                .unwrap_or_else(|| format!("{}a", ctx.config.region));
             let mut attributes = vec![
-                attribute("ecs.os-type", "linux"),
-                attribute("ecs.os-family", "LINUX"),
-                attribute("ecs.cpu-architecture", std::env::consts::ARCH),
-                attribute(
-                    "ecs.instance-type",
-                    identity["instanceType"].as_str().unwrap_or("berth.host"),
-                ),
-                attribute(
-                    "ecs.availability-zone",
-                    identity["availabilityZone"]
-                        .as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| format!("{}a", self.config.region))
-                        .as_str(),
-                ),
+                NameValue {
+                    name: "ecs.os-type".into(),
+                    value: Some("linux".into()),
+                },
+                NameValue {
+                    name: "ecs.os-family".into(),
+                    value: Some("LINUX".into()),
+                },
+                NameValue {
+                    name: "ecs.cpu-architecture".into(),
+                    value: Some(std::env::consts::ARCH.into()),
+                },
+                NameValue {
+                    name: "ecs.instance-type".into(),
+                    value: Some(req.instance_type.clone().unwrap_or_else(|| "berth.host".into())),
+                },
+                NameValue {
+                    name: "ecs.availability-zone".into(),
+                    value: Some(zone),
+                },
             ];
-            for custom in req.attributes.iter().flatten() {
+            for custom in &req.attributes {
                 attributes.retain(|a| a.name != custom.name);
                 attributes.push(custom.clone());
             }
-            let previous_version = existing
-                .as_ref()
-                .and_then(|(_, i, _)| i.version)
-                .unwrap_or(0);
-            let instance = ContainerInstance {
-                container_instance_arn: Some(arn.clone()),
-                ec2_instance_id: Some(ec2_instance_id),
-                version: Some(previous_version + 1),
+            let record = InstanceRecord {
+                id: id.clone(),
+                cluster: req.cluster.clone(),
+                ec2_instance_id,
+                status: InstanceStatus::Active,
+                status_reason: None,
+                registered: req.resources.clone(),
+                attributes,
                 version_info: req.version_info.clone(),
-                registered_resources: Some(total.clone()),
-                status: Some(ACTIVE.into()),
-                agent_connected: Some(true),
-                attributes: Some(attributes),
-                registered_at: Some(
-                    existing
-                        .as_ref()
-                        .and_then(|(_, i, _)| i.registered_at)
-                        .unwrap_or_else(now_epoch),
-                ),
-                attachments: Some(vec![]),
-                ..Default::default()
+                registered_at: existing
+                    .as_ref()
+                    .map_or_else(|| ctx.now(), |(i, _)| i.registered_at),
+                version: existing.as_ref().map_or(1, |(i, _)| i.version + 1),
+                agent: req.agent.clone().or_else(|| {
+                    existing.as_ref().and_then(|(i, _)| i.agent.clone())
+                }),
+                disconnected_at: None,
+                capacity_provider_name: None,
             };
-            let key = keys::instance(&cluster, &id);
-            let mut txn = Txn::new()
-                .require_unchanged(&key, existing.as_ref().map(|(_, _, rev)| *rev))
-                .put_json(&key, &instance);
-            if let Some(tags) = req.tags.as_ref().filter(|t| !t.is_empty()) {
-                txn = txn.put_json(keys::tags(&arn), tags);
+            let key = keys::instance(&req.cluster, &id);
+            let mut txn = clusters::bump_placement_token(view, &req.cluster, Txn::new())
+                .await?
+                .require_unchanged(&key, existing.as_ref().map(|(_, rev)| *rev))
+                .put_json(&key, &record);
+            if existing.is_none() {
+                txn = txn.put_json(keys::usage(&req.cluster, &id), &InstanceUsage::default());
             }
-            self.store.commit(txn)?;
-            Ok(instance)
-        })?;
-        let arn = instance.container_instance_arn.clone().unwrap_or_default();
-        self.last_seen
-            .lock()
-            .expect("lock")
-            .insert(arn, Instant::now());
-        let cluster = crate::cluster_name(req.cluster.as_deref())?;
-        Ok(ContainerInstanceResponse {
-            container_instance: Some(self.describe_instance(&cluster, instance, false)?),
+            let lease = ctx.store.grant_lease(ctx.config.agent_timeout).await?;
+            txn = txn.put_with_lease(keys::connection(&req.cluster, &id), &"registered", lease);
+            let arn = ctx.arns.container_instance(&req.cluster, &id);
+            ctx.store.commit(tags::put_new(txn, &arn, &req.tags)).await?;
+            tracing::info!(instance = %arn, "container instance registered");
+            Ok(record)
         })
+        .await?;
+        self.view(record, false).await
     }
 
-    /// Fills an instance's derived members: remaining resources and task counts.
-    fn describe_instance(
+    async fn view(
         &self,
-        cluster: &str,
-        instance: ContainerInstance,
+        record: InstanceRecord,
         include_tags: bool,
-    ) -> Result<ContainerInstance, ApiError> {
-        let tasks = self
-            .store
-            .scan_json::<TaskRecord>(&keys::tasks_of(cluster))?;
-        let usage = usage_by_instance(&tasks);
-        self.with_usage(instance, &usage, include_tags)
+    ) -> Result<InstanceView, Error> {
+        Ok(view_of(&self.ctx, self.ctx.store.as_ref(), record, include_tags).await?)
     }
 
-    fn with_usage(
+    pub async fn describe(
         &self,
-        mut instance: ContainerInstance,
-        usage: &HashMap<String, InstanceUsage>,
+        cluster: &ClusterName,
+        ids: &[InstanceId],
         include_tags: bool,
-    ) -> Result<ContainerInstance, ApiError> {
-        let arn = instance.container_instance_arn.clone().unwrap_or_default();
-        let empty = InstanceUsage::default();
-        let used = usage.get(&arn).unwrap_or(&empty);
-        let registered = instance.registered_resources.clone().unwrap_or_default();
-        instance.remaining_resources = Some(remaining_resources(&registered, used));
-        instance.running_tasks_count = Some(used.running);
-        instance.pending_tasks_count = Some(used.pending);
-        if include_tags {
-            instance.tags = Some(self.tags_of(&arn)?);
-        }
-        Ok(instance)
-    }
-
-    pub fn describe_container_instances(
-        &self,
-        req: DescribeContainerInstancesRequest,
-    ) -> Result<DescribeContainerInstancesResponse, ApiError> {
-        let wanted = req
-            .container_instances
-            .clone()
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| ApiError::invalid("containerInstances is required."))?;
-        if wanted.len() > 100 {
-            return Err(ApiError::invalid(
-                "At most 100 container instances can be described at once.",
-            ));
-        }
-        let include_tags = crate::includes_tags(&req.include);
-        let (cluster, _, _) = with_retries(|| self.active_cluster(req.cluster.as_deref()))?;
-        let tasks = self
-            .store
-            .scan_json::<TaskRecord>(&keys::tasks_of(&cluster))?;
-        let usage = usage_by_instance(&tasks);
-        let mut out = DescribeContainerInstancesResponse::default();
-        for given in wanted {
-            let id = Self::instance_id(&cluster, &given)?;
-            let found = self
-                .store
-                .get_json::<ContainerInstance>(&keys::instance(&cluster, &id))?;
-            match found {
-                Some((instance, _)) => {
-                    out.container_instances
-                        .push(self.with_usage(instance, &usage, include_tags)?)
-                }
-                None => out.failures.push(Failure::new(
-                    Some(self.arns.container_instance(&cluster, &id)),
-                    "MISSING",
-                )),
+    ) -> Result<Vec<Result<InstanceView, InstanceId>>, Error> {
+        with_retries(|| async {
+            let snapshot = self.ctx.store.snapshot().await?;
+            let view = snapshot.as_ref();
+            clusters::active(view, cluster).await?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in crate::dedup(ids) {
+                let found = view
+                    .get_json::<InstanceRecord>(&keys::instance(cluster, &id))
+                    .await?;
+                out.push(match found {
+                    Some((record, _)) => Ok(view_of(&self.ctx, view, record, include_tags).await?),
+                    None => Err(id),
+                });
             }
-        }
-        Ok(out)
-    }
-
-    pub fn list_container_instances(
-        &self,
-        req: ListContainerInstancesRequest,
-    ) -> Result<ListContainerInstancesResponse, ApiError> {
-        let (cluster, _, _) = with_retries(|| self.active_cluster(req.cluster.as_deref()))?;
-        let status_filter = req.status.clone();
-        if let Some(s) = status_filter.as_deref() {
-            if !matches!(
-                s,
-                ACTIVE | DRAINING | "REGISTERING" | "DEREGISTERING" | "REGISTRATION_FAILED"
-            ) {
-                return Err(ApiError::invalid(format!("Invalid status '{s}'.")));
-            }
-        }
-        let instances = self
-            .store
-            .scan_json::<ContainerInstance>(&keys::instances_of(&cluster))?;
-        let filter = match req.filter.as_deref().filter(|f| !f.trim().is_empty()) {
-            Some(expr) => Some(
-                berth_scheduler::Expression::parse(expr)
-                    .map_err(|e| ApiError::invalid(e.to_string()))?,
-            ),
-            None => None,
-        };
-        let snapshots = if filter.is_some() {
-            self.snapshots(&cluster)?
-        } else {
-            vec![]
-        };
-        let arns: Vec<String> = instances
-            .into_iter()
-            .map(|(_, i, _)| i)
-            .filter(|i| match status_filter.as_deref() {
-                Some(s) => i.status.as_deref() == Some(s),
-                None => i.status.as_deref() != Some(INACTIVE),
-            })
-            .filter(|i| match &filter {
-                None => true,
-                Some(expr) => snapshots
-                    .iter()
-                    .find(|s| Some(&s.arn) == i.container_instance_arn.as_ref())
-                    .is_some_and(|s| expr.matches(s)),
-            })
-            .filter_map(|i| i.container_instance_arn)
-            .collect();
-        let (container_instance_arns, next_token) =
-            paging::page(arns, req.next_token.as_deref(), req.max_results, 100)?;
-        Ok(ListContainerInstancesResponse {
-            container_instance_arns,
-            next_token,
+            Ok(out)
         })
+        .await
     }
 
-    pub fn deregister_container_instance(
+    /// Instances with `status` (default: every registered one) matching the optional
+    /// cluster query `filter`.
+    pub async fn list(
         &self,
-        req: DeregisterContainerInstanceRequest,
-    ) -> Result<ContainerInstanceResponse, ApiError> {
-        let given = ApiError::require(&req.container_instance, "containerInstance")?;
-        let force = req.force.unwrap_or(false);
-        let (cluster, instance) = with_retries(|| {
-            let (cluster, _, _) = self.active_cluster(req.cluster.as_deref())?;
-            let id = Self::instance_id(&cluster, given)?;
-            let key = keys::instance(&cluster, &id);
-            let (mut instance, rev) = self
-                .store
-                .get_json::<ContainerInstance>(&key)?
-                .filter(|(i, _)| i.status.as_deref() != Some(INACTIVE))
+        cluster: &ClusterName,
+        status: Option<InstanceStatus>,
+        filter: Option<&berth_scheduler::Expression>,
+        page: &PageRequest,
+    ) -> Result<Page<InstanceId>, Error> {
+        let snapshot = self.ctx.store.snapshot().await.map_err(store_failure)?;
+        let view = snapshot.as_ref();
+        with_retries(|| async { clusters::active(view, cluster).await }).await?;
+        let facts = match filter {
+            Some(_) => candidates(&self.ctx, view, cluster).await?,
+            None => vec![],
+        };
+        let page = page_keys(view, &keys::instances_of(cluster), page, 100, |kv| {
+            let Ok(i) = kv.decode::<InstanceRecord>() else {
+                return false;
+            };
+            let status_ok = match status {
+                Some(s) => i.status == s,
+                None => i.is_registered(),
+            };
+            status_ok
+                && filter.is_none_or(|expr| {
+                    facts
+                        .iter()
+                        .find(|c| c.record.id == i.id)
+                        .is_some_and(|c| expr.matches(&c.snapshot))
+                })
+        })
+        .await?;
+        Ok(page.map(|kv| {
+            kv.decode::<InstanceRecord>()
+                .map(|i| i.id)
+                .expect("filtered as decodable")
+        }))
+    }
+
+    pub async fn deregister(
+        &self,
+        cluster: &ClusterName,
+        id: &InstanceId,
+        force: bool,
+        tasks: &crate::tasks::Tasks,
+    ) -> Result<InstanceView, Error> {
+        let ctx = &self.ctx;
+        let record = with_retries(|| async {
+            let snapshot = ctx.store.snapshot().await?;
+            let view = snapshot.as_ref();
+            clusters::active(view, cluster).await?;
+            let key = keys::instance(cluster, id);
+            let (mut record, rev) = view
+                .get_json::<InstanceRecord>(&key)
+                .await?
+                .filter(|(i, _)| i.is_registered())
                 .ok_or_else(|| {
-                    ApiError::invalid(format!(
-                        "Container instance {given} not found in cluster {cluster}."
+                    Error::invalid(format!(
+                        "Container instance {id} not found in cluster {cluster}."
                     ))
                 })?;
-            let arn = instance.container_instance_arn.clone().unwrap_or_default();
-            let mut txn = Txn::new().require_revision(&key, rev);
-            let tasks = self
-                .store
-                .scan_json::<TaskRecord>(&keys::tasks_of(&cluster))?;
-            for (task_key, mut record, task_rev) in tasks {
-                let on_instance = record.task.container_instance_arn.as_deref() == Some(&arn);
-                if !on_instance || record.task.last_status.as_deref() == Some(status::STOPPED) {
-                    continue;
-                }
-                if !force {
-                    return Err(ApiError::client(
-                        "The container instance has tasks running; stop them first or deregister with force.",
-                    )
-                    .into());
-                }
-                // The agent is being let go: its tasks are over as far as the cluster goes.
-                record.mark_stopped("Container instance deregistered", None);
-                let task_id = record.id();
-                txn = txn
-                    .require_revision(&task_key, task_rev)
-                    .put_json(&task_key, &record)
-                    .delete(keys::assignment(&cluster, &id, &task_id));
+            let usage = view
+                .get_json::<InstanceUsage>(&keys::usage(cluster, id))
+                .await?
+                .map(|(u, _)| u)
+                .unwrap_or_default();
+            if usage.tasks() > 0 && !force {
+                return Err(Error::client(
+                    "The container instance has tasks running; stop them first or deregister with force.",
+                )
+                .into());
             }
-            instance.status = Some(INACTIVE.into());
-            instance.agent_connected = Some(false);
-            txn = txn.put_json(&key, &instance);
-            self.store.commit(txn)?;
-            Ok((cluster, instance))
-        })?;
-        Ok(ContainerInstanceResponse {
-            container_instance: Some(self.describe_instance(&cluster, instance, false)?),
+            // Conflicts with any placement that read the instance as available.
+            let txn = clusters::bump_placement_token(view, cluster, Txn::new()).await?;
+            let (txn, stopped) = tasks
+                .force_stop_on_instance(view, cluster, id, REASON_DEREGISTERED, txn)
+                .await?;
+            record.status = InstanceStatus::Inactive;
+            record.version += 1;
+            let txn = txn
+                .require_revision(&key, rev)
+                .put_json(&key, &record)
+                .delete(keys::connection(cluster, id));
+            ctx.store.commit(txn).await?;
+            tracing::info!(instance = %id, %cluster, stopped, "container instance deregistered");
+            Ok(record)
         })
+        .await?;
+        self.view(record, false).await
     }
 
-    /// Records that an instance's agent is alive (and flips it to connected if it was not).
-    pub fn heartbeat(&self, cluster: &str, instance_arn: &str) -> Result<(), ApiError> {
-        self.last_seen
-            .lock()
-            .expect("lock")
-            .insert(instance_arn.to_string(), Instant::now());
-        with_retries(|| self.set_connected(cluster, instance_arn, true))
-    }
-
-    fn set_connected(&self, cluster: &str, instance_arn: &str, connected: bool) -> CResult<()> {
-        let id = Self::instance_id(cluster, instance_arn)?;
-        let key = keys::instance(cluster, &id);
-        if let Some((mut instance, rev)) = self.store.get_json::<ContainerInstance>(&key)? {
-            if instance.agent_connected != Some(connected)
-                && instance.status.as_deref() != Some(INACTIVE)
-            {
-                instance.agent_connected = Some(connected);
-                self.store.commit(
-                    Txn::new()
-                        .require_revision(&key, rev)
-                        .put_json(&key, &instance),
-                )?;
+    /// Agent liveness for one instance, level-triggered: records when the agent went away
+    /// and, once it has been gone `agent_lost_after`, declares its tasks STOPPED. Returns
+    /// when to look again (None: nothing pending).
+    pub async fn reconcile_liveness(
+        &self,
+        cluster: &ClusterName,
+        id: &InstanceId,
+        tasks: &crate::tasks::Tasks,
+    ) -> Result<Option<Duration>, Error> {
+        let ctx = &self.ctx;
+        with_retries(|| async {
+            let snapshot = ctx.store.snapshot().await?;
+            let view = snapshot.as_ref();
+            let key = keys::instance(cluster, id);
+            let Some((mut record, rev)) = view.get_json::<InstanceRecord>(&key).await? else {
+                return Ok(None);
+            };
+            if !record.is_registered() {
+                return Ok(None);
             }
-        }
-        Ok(())
-    }
-
-    /// Marks instances whose agents went quiet as disconnected.
-    pub(crate) fn refresh_agent_connectivity(&self) -> Result<(), ApiError> {
-        let now = Instant::now();
-        for cluster in self.active_cluster_names()? {
-            let instances = self
-                .store
-                .scan_json::<ContainerInstance>(&keys::instances_of(&cluster))?;
-            for (_, instance, _) in instances {
-                if instance.agent_connected != Some(true) {
-                    continue;
+            let connected = view.get(&keys::connection(cluster, id)).await?.is_some();
+            let now = ctx.now();
+            match (connected, record.disconnected_at) {
+                (true, None) => Ok(None),
+                (true, Some(_)) => {
+                    record.disconnected_at = None;
+                    record.version += 1;
+                    ctx.store
+                        .commit(Txn::new().require_revision(&key, rev).put_json(&key, &record))
+                        .await?;
+                    tracing::info!(instance = %id, %cluster, "agent reconnected");
+                    Ok(None)
                 }
-                let arn = instance.container_instance_arn.clone().unwrap_or_default();
-                let seen = self
-                    .last_seen
-                    .lock()
-                    .expect("lock")
-                    .get(&arn)
-                    .copied()
-                    .unwrap_or(self.started);
-                if now.duration_since(seen) > self.config.agent_timeout {
-                    tracing::info!(instance = %arn, "agent stopped reporting; marking disconnected");
-                    with_retries(|| self.set_connected(&cluster, &arn, false))?;
+                (false, None) => {
+                    record.disconnected_at = Some(now);
+                    record.version += 1;
+                    ctx.store
+                        .commit(Txn::new().require_revision(&key, rev).put_json(&key, &record))
+                        .await?;
+                    tracing::info!(instance = %id, %cluster, "agent disconnected");
+                    Ok(Some(ctx.config.agent_lost_after))
+                }
+                (false, Some(since)) => {
+                    let gone = now.since(since);
+                    let lost_after = ctx.config.agent_lost_after;
+                    if gone < lost_after {
+                        return Ok(Some(lost_after - gone));
+                    }
+                    let reason = lost_reason(&record, since, now);
+                    let txn = Txn::new().require_revision(&key, rev);
+                    let (txn, stopped) = tasks
+                        .force_stop_on_instance(view, cluster, id, &reason, txn)
+                        .await?;
+                    if stopped > 0 {
+                        ctx.store.commit(txn).await?;
+                        tracing::warn!(instance = %id, %cluster, stopped, "agent lost; its tasks are declared STOPPED");
+                    }
+                    Ok(None)
                 }
             }
-        }
-        Ok(())
+        })
+        .await
     }
+
+    /// Every registered instance, as (cluster, id).
+    pub async fn all_registered(&self) -> Result<Vec<(ClusterName, InstanceId)>, Error> {
+        Ok(self
+            .ctx
+            .store
+            .scan_json::<InstanceRecord>(keys::INSTANCES)
+            .await
+            .map_err(store_failure)?
+            .into_iter()
+            .filter(|(_, i, _)| i.is_registered())
+            .map(|(_, i, _)| (i.cluster, i.id))
+            .collect())
+    }
+
+    pub async fn get(
+        &self,
+        cluster: &ClusterName,
+        id: &InstanceId,
+    ) -> Result<Option<InstanceRecord>, Error> {
+        Ok(self
+            .ctx
+            .store
+            .get_json::<InstanceRecord>(&keys::instance(cluster, id))
+            .await
+            .map_err(store_failure)?
+            .map(|(i, _)| i))
+    }
+}
+
+fn lost_reason(record: &InstanceRecord, since: Timestamp, now: Timestamp) -> String {
+    format!(
+        "Host EC2 (instance {}) is unreachable: its agent has been disconnected for {} s",
+        record.ec2_instance_id,
+        now.since(since).as_secs()
+    )
 }

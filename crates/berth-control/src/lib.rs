@@ -1,36 +1,45 @@
-//! berth's control plane: the ECS actions over the store, task placement through the
-//! scheduler, and the agent-facing side (assignment long-poll, state reports, heartbeats).
+//! berth's control plane: one module per ECS resource, each owning its records, keys,
+//! validation and store access, and one shared launch path (place → commit the plan with a
+//! version check → retry on conflict) that RunTask, StartTask and controllers all use.
+//!
+//! Operations take typed inputs (parsed at the API edge) and return typed records.
 
-mod agents;
-mod clusters;
-mod instances;
-mod keys;
+pub mod agents;
+pub mod clusters;
+pub mod instances;
+pub mod keys;
+pub mod launch;
 mod paging;
-mod tags;
-mod task_definitions;
-mod tasks;
+pub mod tags;
+pub mod task_definitions;
+pub mod tasks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use berth_model::{ApiError, Arn, ArnBuilder, ResourceKind};
-use berth_store::{Store, StoreError};
+use berth_core::arn::{is_arn, Arn, ResourceKind};
+use berth_core::ids::ClusterName;
+use berth_core::{ArnBuilder, Clock, Error, IdGen, RandomIds, SystemClock};
+use berth_store::{ReadExt, Store, StoreError};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-pub use tasks::Reservation;
-
-pub use berth_model::AUTO_REGISTERED_ATTRIBUTE;
+pub use paging::{Page, PageRequest};
 
 #[derive(Debug, Clone)]
 pub struct ControlConfig {
     pub region: String,
     pub account: String,
-    /// An instance whose agent has not been heard from for this long is `agentConnected: false`.
+    /// An agent whose session lease is not renewed for this long is `agentConnected: false`.
     pub agent_timeout: Duration,
+    /// Tasks on an instance whose agent has been disconnected this long are declared
+    /// STOPPED (the agent is not coming back; services replace them elsewhere).
+    pub agent_lost_after: Duration,
     /// Longest an agent's assignment poll is held open.
     pub max_poll_wait: Duration,
+    /// STOPPED tasks stay visible this long, as in ECS.
+    pub stopped_task_retention: Duration,
     /// Seed for placement randomness; `None` seeds from the OS.
     pub rng_seed: Option<u64>,
 }
@@ -41,162 +50,216 @@ impl Default for ControlConfig {
             region: "us-east-1".into(),
             account: "000000000000".into(),
             agent_timeout: Duration::from_secs(30),
+            agent_lost_after: Duration::from_secs(15 * 60),
             max_poll_wait: Duration::from_secs(20),
+            stopped_task_retention: Duration::from_secs(3600),
             rng_seed: None,
         }
     }
 }
 
-/// The control plane. Cheap to share behind an `Arc`.
+/// What every resource module shares.
+pub struct Ctx {
+    pub store: Arc<dyn Store>,
+    pub arns: ArnBuilder,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdGen>,
+    pub config: ControlConfig,
+    pub(crate) rng: Mutex<StdRng>,
+    /// One placement at a time per cluster in this process; the store's placement token
+    /// still guards against other servers.
+    placement_locks: Mutex<HashMap<ClusterName, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Ctx {
+    pub(crate) fn placement_lock(&self, cluster: &ClusterName) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.placement_locks.lock().expect("placement locks");
+        Arc::clone(locks.entry(cluster.clone()).or_default())
+    }
+    pub fn now(&self) -> berth_core::Timestamp {
+        self.clock.now()
+    }
+}
+
+/// The control plane: one handle per resource over a shared context.
 pub struct ControlPlane {
-    store: Arc<dyn Store>,
-    arns: ArnBuilder,
-    config: ControlConfig,
-    rng: Mutex<StdRng>,
-    /// Instance ARN → when its agent last spoke to us. In memory: after a restart every
-    /// instance gets a full timeout to reconnect.
-    last_seen: Mutex<HashMap<String, Instant>>,
-    started: Instant,
+    pub ctx: Arc<Ctx>,
+    pub clusters: clusters::Clusters,
+    pub task_definitions: task_definitions::TaskDefinitions,
+    pub instances: instances::Instances,
+    pub tasks: tasks::Tasks,
+    pub launcher: launch::Launcher,
+    pub agents: agents::Agents,
+    pub tags: tags::Tags,
 }
 
 impl ControlPlane {
     pub fn new(store: Arc<dyn Store>, config: ControlConfig) -> Arc<Self> {
+        Self::with_clock_and_ids(store, config, Arc::new(SystemClock), Arc::new(RandomIds))
+    }
+
+    pub fn with_clock_and_ids(
+        store: Arc<dyn Store>,
+        config: ControlConfig,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdGen>,
+    ) -> Arc<Self> {
         let rng = match config.rng_seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_entropy(),
         };
-        Arc::new(Self {
+        let ctx = Arc::new(Ctx {
             store,
             arns: ArnBuilder::new(&config.region, &config.account),
+            clock,
+            ids,
             config,
             rng: Mutex::new(rng),
-            last_seen: Mutex::new(HashMap::new()),
-            started: Instant::now(),
+            placement_locks: Mutex::new(HashMap::new()),
+        });
+        Arc::new(Self {
+            clusters: clusters::Clusters::new(Arc::clone(&ctx)),
+            task_definitions: task_definitions::TaskDefinitions::new(Arc::clone(&ctx)),
+            instances: instances::Instances::new(Arc::clone(&ctx)),
+            tasks: tasks::Tasks::new(Arc::clone(&ctx)),
+            launcher: launch::Launcher::new(Arc::clone(&ctx)),
+            agents: agents::Agents::new(Arc::clone(&ctx)),
+            tags: tags::Tags::new(Arc::clone(&ctx)),
+            ctx,
         })
     }
 
     pub fn arns(&self) -> &ArnBuilder {
-        &self.arns
+        &self.ctx.arns
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
-    /// Starts the background loop that marks silent agents disconnected.
-    pub fn spawn_background(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(this.config.agent_timeout / 3);
-            loop {
-                tick.tick().await;
-                let sweep = Arc::clone(&this);
-                // Store I/O is synchronous: keep it off the reactor.
-                match tokio::task::spawn_blocking(move || sweep.refresh_agent_connectivity()).await
-                {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %e, "agent connectivity sweep failed"),
-                    Err(e) => tracing::warn!(error = %e, "agent connectivity sweep panicked"),
-                }
+    /// This control plane's identity, made on first start and kept in the store. Agents
+    /// label their containers with it so that they never touch another control plane's.
+    pub async fn identity(&self) -> Result<String, Error> {
+        let key = keys::meta("control-plane-id");
+        with_retries(|| async {
+            let store = &self.ctx.store;
+            if let Some((id, _)) = store.get_json::<String>(&key).await? {
+                return Ok(id);
             }
+            let id = self.ctx.ids.next_id();
+            store
+                .commit(
+                    berth_store::Txn::new()
+                        .require_absent(&key)
+                        .put_json(&key, &id),
+                )
+                .await?;
+            Ok(id)
         })
+        .await
     }
 }
 
-/// Store failures become ServerException: the caller did nothing wrong.
-impl From<StoreError> for ControlError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Conflict(key) => ControlError::Conflict(key),
-            other => ControlError::Api(ApiError::server(other.to_string())),
-        }
-    }
-}
-
-/// Internal error: an API error, or an optimistic-concurrency conflict worth retrying.
+/// Internal error: one for the caller, or an optimistic-concurrency conflict to retry.
 #[derive(Debug)]
 pub(crate) enum ControlError {
-    Api(ApiError),
+    Api(Error),
     Conflict(String),
 }
 
-impl From<ControlError> for ApiError {
-    fn from(e: ControlError) -> Self {
+impl From<StoreError> for ControlError {
+    fn from(e: StoreError) -> Self {
         match e {
-            ControlError::Api(e) => e,
-            ControlError::Conflict(key) => ApiError::server(format!("conflicting update of {key}")),
+            StoreError::Conflict { key } => ControlError::Conflict(key),
+            other => ControlError::Api(store_failure(other)),
         }
     }
 }
 
-impl From<ApiError> for ControlError {
-    fn from(e: ApiError) -> Self {
+impl From<Error> for ControlError {
+    fn from(e: Error) -> Self {
         ControlError::Api(e)
     }
+}
+
+impl From<ControlError> for Error {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Api(e) => e,
+            ControlError::Conflict(key) => Error::server(format!("conflicting update of {key}")),
+        }
+    }
+}
+
+/// A store failure reaching a caller is the server's fault, not the request's.
+pub(crate) fn store_failure(e: StoreError) -> Error {
+    Error::server(e.to_string())
 }
 
 pub(crate) type CResult<T> = Result<T, ControlError>;
 
 /// Runs `attempt` until it does not conflict (bounded), turning the result into an API result.
-pub(crate) fn with_retries<T>(mut attempt: impl FnMut() -> CResult<T>) -> Result<T, ApiError> {
-    const ATTEMPTS: usize = 16;
-    for _ in 0..ATTEMPTS {
-        match attempt() {
+pub(crate) async fn with_retries<T, F, Fut>(mut attempt: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = CResult<T>>,
+{
+    const ATTEMPTS: u32 = 32;
+    for n in 0..ATTEMPTS {
+        match attempt().await {
             Ok(v) => return Ok(v),
             Err(ControlError::Api(e)) => return Err(e),
             Err(ControlError::Conflict(key)) => {
-                tracing::debug!(%key, "store conflict, retrying");
+                tracing::debug!(%key, attempt = n, "store conflict, retrying");
+                // Back off a little so concurrent writers interleave instead of colliding again.
+                if n > 2 {
+                    tokio::time::sleep(Duration::from_millis(u64::from(n.min(10)) * 2)).await;
+                }
             }
         }
     }
-    Err(ApiError::server(
-        "too much concurrent modification; try again",
-    ))
+    Err(Error::server("too much concurrent modification; try again"))
 }
 
-/// Splits a cluster given by name or ARN into its name.
-pub(crate) fn cluster_name(given: Option<&str>) -> Result<String, ApiError> {
+/// Resolves a cluster given by name or ARN (absent or empty: `default`).
+pub fn cluster_name(given: Option<&str>) -> Result<ClusterName, Error> {
     let given = given
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .unwrap_or("default");
-    if given.starts_with("arn:") {
+    if is_arn(given) {
         let arn = Arn::parse(given)?;
         if arn.kind != ResourceKind::Cluster {
-            return Err(ApiError::invalid(format!("{given} is not a cluster ARN.")));
+            return Err(Error::invalid(format!("{given} is not a cluster ARN.")));
         }
-        return Ok(arn.resource);
+        return ClusterName::new(arn.resource);
     }
-    Ok(given.to_string())
+    ClusterName::new(given)
 }
 
-/// Splits a cluster-scoped resource given by ARN (`.../<kind>/<cluster>/<id>`) or bare id
-/// into its id, refusing ARNs of another kind or cluster.
+/// Splits a cluster-scoped resource given by ARN (`…/<kind>/<cluster>/<id>`) or bare id into
+/// its id, refusing ARNs of another kind or another cluster.
 pub(crate) fn id_in_cluster(
-    cluster: &str,
+    cluster: &ClusterName,
     given: &str,
     kind: ResourceKind,
     what: &str,
-) -> Result<String, ApiError> {
-    if !given.starts_with("arn:") {
+) -> Result<String, Error> {
+    if !is_arn(given) {
         return Ok(given.to_string());
     }
     let arn = Arn::parse(given)?;
-    let same_cluster = arn
-        .resource
-        .split_once('/')
-        .is_some_and(|(c, _)| c == cluster);
-    if arn.kind != kind || !same_cluster {
-        return Err(ApiError::invalid(format!(
+    match (arn.kind == kind, arn.segments().as_slice()) {
+        (true, [c, id]) if *c == cluster.as_str() => Ok((*id).to_string()),
+        _ => Err(Error::invalid(format!(
             "{given} is not a {what} of cluster {cluster}."
-        )));
+        ))),
     }
-    Ok(arn.last_segment().to_string())
 }
 
-/// Whether a Describe call's `include` asks for tags.
-pub(crate) fn includes_tags(include: &Option<Vec<String>>) -> bool {
-    include
-        .as_ref()
-        .is_some_and(|fields| fields.iter().any(|f| f == "TAGS"))
+/// Removes repeated identifiers, keeping the first of each (Describe* calls).
+pub fn dedup<T: PartialEq + Clone>(items: &[T]) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(items.len());
+    for i in items {
+        if !out.contains(i) {
+            out.push(i.clone());
+        }
+    }
+    out
 }

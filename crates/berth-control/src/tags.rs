@@ -1,146 +1,157 @@
-use berth_model::{
-    ApiError, Arn, ErrorCode, ListTagsForResourceRequest, ListTagsForResourceResponse,
-    ResourceKind, Tag, TagResourceRequest, UntagResourceRequest,
-};
-use berth_store::{StoreExt, Txn};
+//! Resource tags, stored per ARN beside the resource.
 
-use crate::{keys, with_retries, CResult, ControlPlane};
+use std::sync::Arc;
 
-const MAX_TAGS: usize = 50;
+use berth_core::arn::{Arn, ResourceKind};
+use berth_core::ids::{ClusterName, Family, InstanceId, TaskDefinitionId, TaskId};
+use berth_core::records::Tag;
+use berth_core::{Error, ErrorKind};
+use berth_store::{ReadExt, ReadView, Txn};
 
-impl ControlPlane {
-    pub(crate) fn validate_tags(&self, tags: &[Tag]) -> Result<(), ApiError> {
-        if tags.len() > MAX_TAGS {
-            return Err(ApiError::invalid(format!(
-                "A resource can have at most {MAX_TAGS} tags."
-            )));
+use crate::{keys, store_failure, with_retries, CResult, Ctx};
+
+pub const MAX_TAGS: usize = 50;
+
+/// ECS's tag rules: at most 50, keys 1–128 characters, values up to 256, no `aws:` prefix,
+/// no duplicate keys.
+pub fn validate(tags: &[Tag]) -> Result<(), Error> {
+    if tags.len() > MAX_TAGS {
+        return Err(Error::invalid(format!(
+            "A resource can have at most {MAX_TAGS} tags."
+        )));
+    }
+    for (i, tag) in tags.iter().enumerate() {
+        if tag.key.is_empty() || tag.key.chars().count() > 128 {
+            return Err(Error::invalid("Tag keys must be 1 to 128 characters long."));
         }
-        for tag in tags {
-            let key = tag.key.as_deref().unwrap_or_default();
-            if key.is_empty() || key.chars().count() > 128 {
-                return Err(ApiError::invalid(
-                    "Tag keys must be 1 to 128 characters long.",
-                ));
-            }
-            if key.to_ascii_lowercase().starts_with("aws:") {
-                return Err(ApiError::invalid(
-                    "Tag keys may not start with the reserved prefix 'aws:'.",
-                ));
-            }
-            if tag.value.as_deref().unwrap_or_default().chars().count() > 256 {
-                return Err(ApiError::invalid(
-                    "Tag values must be at most 256 characters long.",
-                ));
-            }
+        if tag.key.to_ascii_lowercase().starts_with("aws:") {
+            return Err(Error::invalid(
+                "Tag keys may not start with the reserved prefix 'aws:'.",
+            ));
         }
-        Ok(())
+        if tag.value.chars().count() > 256 {
+            return Err(Error::invalid(
+                "Tag values must be at most 256 characters long.",
+            ));
+        }
+        if tags[..i].iter().any(|t| t.key == tag.key) {
+            return Err(Error::invalid(format!("Duplicate tag key '{}'.", tag.key)));
+        }
+    }
+    Ok(())
+}
+
+/// Adds the tags of a new resource to `txn` (nothing for no tags).
+pub fn put_new(txn: Txn, arn: &str, tags: &[Tag]) -> Txn {
+    if tags.is_empty() {
+        txn
+    } else {
+        txn.put_json(keys::tags(arn), tags)
+    }
+}
+
+pub struct Tags {
+    ctx: Arc<Ctx>,
+}
+
+impl Tags {
+    pub(crate) fn new(ctx: Arc<Ctx>) -> Self {
+        Self { ctx }
     }
 
-    pub(crate) fn tags_of(&self, arn: &str) -> Result<Vec<Tag>, ApiError> {
-        Ok(self
-            .store
-            .get_json::<Vec<Tag>>(&keys::tags(arn))?
-            .map(|(t, _)| t)
-            .unwrap_or_default())
+    pub async fn of(&self, arn: &str) -> Result<Vec<Tag>, Error> {
+        of(self.ctx.store.as_ref(), arn).await
     }
 
-    /// The store key of the resource an ARN names, failing if it does not exist.
-    fn existing_resource(&self, arn: &str) -> CResult<()> {
+    /// The store key of the resource an ARN names; fails if it does not exist.
+    async fn existing_resource(&self, arn: &str) -> CResult<()> {
         let parsed = Arn::parse(arn)?;
-        let key = match parsed.kind {
-            ResourceKind::Cluster => keys::cluster(&parsed.resource),
-            ResourceKind::TaskDefinition => {
-                let (family, rev) = parsed
-                    .resource
-                    .split_once(':')
-                    .and_then(|(f, r)| Some((f, r.parse::<i64>().ok()?)))
-                    .ok_or_else(|| {
-                        ApiError::invalid(format!("Invalid task definition ARN: {arn}"))
-                    })?;
-                keys::task_definition(family, rev)
+        let segments = parsed.segments();
+        let invalid = || Error::invalid(format!("Invalid ARN: {arn}"));
+        let key = match (parsed.kind, segments.as_slice()) {
+            (ResourceKind::Cluster, [name]) => keys::cluster(&ClusterName::new(*name)?),
+            (ResourceKind::TaskDefinition, [family_revision]) => {
+                let (family, revision) = family_revision.split_once(':').ok_or_else(invalid)?;
+                let revision = revision.parse().map_err(|_| invalid())?;
+                keys::task_definition(&TaskDefinitionId::new(Family::new(family)?, revision))
             }
-            ResourceKind::Task | ResourceKind::ContainerInstance => {
-                let (cluster, id) = parsed
-                    .resource
-                    .split_once('/')
-                    .ok_or_else(|| ApiError::invalid(format!("Invalid ARN: {arn}")))?;
-                if parsed.kind == ResourceKind::Task {
-                    keys::task(cluster, id)
-                } else {
-                    keys::instance(cluster, id)
-                }
+            (ResourceKind::Task, [cluster, id]) => {
+                keys::task(&ClusterName::new(*cluster)?, &TaskId::new(*id)?)
             }
-            ResourceKind::Container => {
-                return Err(ApiError::invalid("Containers cannot be tagged.").into())
+            (ResourceKind::ContainerInstance, [cluster, id]) => {
+                keys::instance(&ClusterName::new(*cluster)?, &InstanceId::new(*id)?)
             }
+            (ResourceKind::Container, _) => {
+                return Err(Error::invalid("Containers cannot be tagged.").into())
+            }
+            _ => return Err(invalid().into()),
         };
-        if self.store.get(&key)?.is_none() {
-            let code = if parsed.kind == ResourceKind::Cluster {
-                ErrorCode::ClusterNotFoundException
+        if self.ctx.store.get(&key).await?.is_none() {
+            let kind = if parsed.kind == ResourceKind::Cluster {
+                ErrorKind::ClusterNotFound
             } else {
-                ErrorCode::ResourceNotFoundException
+                ErrorKind::ResourceNotFound
             };
-            return Err(ApiError::new(code, "The specified resource could not be found.").into());
+            return Err(Error::new(kind, "The specified resource could not be found.").into());
         }
         Ok(())
     }
 
-    pub fn tag_resource(&self, req: TagResourceRequest) -> Result<serde_json::Value, ApiError> {
-        let arn = ApiError::require(&req.resource_arn, "resourceArn")?;
-        let new_tags = req
-            .tags
-            .as_ref()
-            .ok_or_else(|| ApiError::invalid("tags is required."))?;
-        self.validate_tags(new_tags)?;
-        with_retries(|| {
-            self.existing_resource(arn)?;
+    pub async fn tag(&self, arn: &str, new_tags: &[Tag]) -> Result<(), Error> {
+        validate(new_tags)?;
+        with_retries(|| async {
+            self.existing_resource(arn).await?;
             let key = keys::tags(arn);
-            let current = self.store.get_json::<Vec<Tag>>(&key)?;
+            let current = self.ctx.store.get_json::<Vec<Tag>>(&key).await?;
             let mut tags = current.as_ref().map(|(t, _)| t.clone()).unwrap_or_default();
             for tag in new_tags {
                 match tags.iter_mut().find(|t| t.key == tag.key) {
-                    Some(existing) => existing.value = tag.value.clone(),
+                    Some(existing) => existing.value.clone_from(&tag.value),
                     None => tags.push(tag.clone()),
                 }
             }
-            self.validate_tags(&tags)?;
-            self.store.commit(
-                Txn::new()
-                    .require_unchanged(&key, current.map(|(_, r)| r))
-                    .put_json(&key, &tags),
-            )?;
+            validate(&tags)?;
+            self.ctx
+                .store
+                .commit(
+                    Txn::new()
+                        .require_unchanged(&key, current.map(|(_, r)| r))
+                        .put_json(&key, &tags),
+                )
+                .await?;
             Ok(())
-        })?;
-        Ok(serde_json::json!({}))
+        })
+        .await
     }
 
-    pub fn untag_resource(&self, req: UntagResourceRequest) -> Result<serde_json::Value, ApiError> {
-        let arn = ApiError::require(&req.resource_arn, "resourceArn")?;
-        let remove = req
-            .tag_keys
-            .as_ref()
-            .ok_or_else(|| ApiError::invalid("tagKeys is required."))?;
-        with_retries(|| {
-            self.existing_resource(arn)?;
+    pub async fn untag(&self, arn: &str, remove: &[String]) -> Result<(), Error> {
+        with_retries(|| async {
+            self.existing_resource(arn).await?;
             let key = keys::tags(arn);
-            if let Some((mut tags, rev)) = self.store.get_json::<Vec<Tag>>(&key)? {
-                tags.retain(|t| !remove.iter().any(|k| Some(k) == t.key.as_ref()));
-                self.store
-                    .commit(Txn::new().require_revision(&key, rev).put_json(&key, &tags))?;
+            if let Some((mut tags, rev)) = self.ctx.store.get_json::<Vec<Tag>>(&key).await? {
+                tags.retain(|t| !remove.contains(&t.key));
+                self.ctx
+                    .store
+                    .commit(Txn::new().require_revision(&key, rev).put_json(&key, &tags))
+                    .await?;
             }
             Ok(())
-        })?;
-        Ok(serde_json::json!({}))
+        })
+        .await
     }
 
-    pub fn list_tags_for_resource(
-        &self,
-        req: ListTagsForResourceRequest,
-    ) -> Result<ListTagsForResourceResponse, ApiError> {
-        let arn = ApiError::require(&req.resource_arn, "resourceArn")?;
-        with_retries(|| self.existing_resource(arn))?;
-        Ok(ListTagsForResourceResponse {
-            tags: self.tags_of(arn)?,
-        })
+    pub async fn list(&self, arn: &str) -> Result<Vec<Tag>, Error> {
+        with_retries(|| self.existing_resource(arn)).await?;
+        self.of(arn).await
     }
+}
+
+/// The tags of `arn` as `view` sees them.
+pub async fn of<V: ReadView + ?Sized>(view: &V, arn: &str) -> Result<Vec<Tag>, Error> {
+    Ok(view
+        .get_json::<Vec<Tag>>(&keys::tags(arn))
+        .await
+        .map_err(store_failure)?
+        .map(|(t, _)| t)
+        .unwrap_or_default())
 }

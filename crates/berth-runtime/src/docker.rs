@@ -15,8 +15,8 @@ use bollard::Docker;
 use futures_util::StreamExt;
 
 use crate::{
-    BoundPort, ContainerRuntime, ContainerSpec, ContainerStatus, Health, HostInfo, PortProtocol,
-    Result, RunState, RuntimeError,
+    mib_to_bytes, publishes_ports, BoundPort, ContainerRuntime, ContainerSpec, ContainerStatus,
+    Health, HostInfo, PortProtocol, Result, RunState, RuntimeError,
 };
 
 /// The Docker Engine driver.
@@ -36,6 +36,27 @@ fn engine(e: BollardError) -> RuntimeError {
 
 fn nanos(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Splits an image reference into the `fromImage` and `tag` parameters of a pull.
+/// A digest reference (`name@sha256:...`) is pulled by digest, with no tag.
+fn pull_reference(image: &str) -> (&str, &str) {
+    if image.contains('@') {
+        return (image, "");
+    }
+    match image.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name, tag),
+        _ => (image, "latest"),
+    }
+}
+
+/// Docker's stop timeout is whole seconds; round up so a sub-second timeout still gives the
+/// container a chance to exit on SIGTERM instead of being killed at once.
+fn stop_seconds(timeout: Duration) -> i64 {
+    let secs = timeout
+        .as_secs()
+        .saturating_add(u64::from(timeout.subsec_nanos() > 0));
+    i64::try_from(secs).unwrap_or(i64::MAX)
 }
 
 impl DockerRuntime {
@@ -131,10 +152,7 @@ impl ContainerRuntime for DockerRuntime {
         if self.docker.inspect_image(image).await.is_ok() {
             return Ok(());
         }
-        let (from_image, tag) = match image.rsplit_once(':') {
-            Some((name, tag)) if !tag.contains('/') => (name, tag),
-            _ => (image, "latest"),
-        };
+        let (from_image, tag) = pull_reference(image);
         let mut pull = self.docker.create_image(
             Some(CreateImageOptions {
                 from_image,
@@ -159,7 +177,7 @@ impl ContainerRuntime for DockerRuntime {
         for p in &spec.ports {
             let key = format!("{}/{}", p.container_port, p.protocol.as_str());
             exposed.insert(key.clone(), HashMap::new());
-            if spec.network_mode == "bridge" {
+            if publishes_ports(&spec.network_mode) {
                 bindings
                     .entry(key)
                     .or_default()
@@ -174,11 +192,18 @@ impl ContainerRuntime for DockerRuntime {
                     });
             }
         }
-        let mib = |m: i64| m * 1024 * 1024;
+        let memory = spec
+            .memory_limit_mib
+            .map(|m| mib_to_bytes("memory limit", m))
+            .transpose()?;
+        let memory_reservation = spec
+            .memory_reservation_mib
+            .map(|m| mib_to_bytes("memory reservation", m))
+            .transpose()?;
         let host_config = HostConfig {
             cpu_shares: Some(spec.cpu_shares.max(2)),
-            memory: spec.memory_limit_mib.map(mib),
-            memory_reservation: spec.memory_reservation_mib.map(mib),
+            memory,
+            memory_reservation,
             port_bindings: (!bindings.is_empty()).then_some(bindings),
             network_mode: Some(spec.network_mode.clone()),
             privileged: Some(spec.privileged),
@@ -234,7 +259,21 @@ impl ContainerRuntime for DockerRuntime {
                 config,
             )
             .await
-            .map_err(engine)?;
+            .map_err(|e| match e {
+                // A create's 404s are about the image or the network, not a container.
+                BollardError::DockerResponseServerError {
+                    status_code: 404,
+                    message,
+                } if message.starts_with("No such image") => RuntimeError::Image {
+                    image: spec.image.clone(),
+                    message,
+                },
+                BollardError::DockerResponseServerError {
+                    status_code: 404,
+                    message,
+                } => RuntimeError::Engine(message),
+                other => engine(other),
+            })?;
         Ok(created.id)
     }
 
@@ -246,9 +285,17 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn stop(&self, id: &str, timeout: Duration) -> Result<()> {
-        let t = i64::try_from(timeout.as_secs()).unwrap_or(30);
-        match self
-            .docker
+        let t = stop_seconds(timeout);
+        // The engine answers only once the container is gone, up to `t` seconds later: give
+        // the request that long plus a margin, beyond the client's default timeout if need be.
+        let needed = Duration::from_secs(u64::try_from(t).unwrap_or(u64::MAX))
+            .saturating_add(Duration::from_secs(30));
+        let client = if needed > self.docker.timeout() {
+            self.docker.clone().with_timeout(needed)
+        } else {
+            self.docker.clone()
+        };
+        match client
             .stop_container(id, Some(StopContainerOptions { t }))
             .await
         {
@@ -328,5 +375,62 @@ impl ContainerRuntime for DockerRuntime {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_reference_splits_tags_and_keeps_digests() {
+        assert_eq!(pull_reference("nginx"), ("nginx", "latest"));
+        assert_eq!(pull_reference("nginx:1.27"), ("nginx", "1.27"));
+        assert_eq!(
+            pull_reference("localhost:5000/team/app"),
+            ("localhost:5000/team/app", "latest")
+        );
+        assert_eq!(
+            pull_reference("localhost:5000/team/app:v2"),
+            ("localhost:5000/team/app", "v2")
+        );
+        let digest =
+            "nginx@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert_eq!(pull_reference(digest), (digest, ""));
+    }
+
+    #[test]
+    fn stop_seconds_rounds_up() {
+        assert_eq!(stop_seconds(Duration::ZERO), 0);
+        assert_eq!(stop_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(stop_seconds(Duration::from_secs(30)), 30);
+        assert_eq!(stop_seconds(Duration::from_millis(30_500)), 31);
+        assert_eq!(stop_seconds(Duration::MAX), i64::MAX);
+    }
+
+    #[test]
+    fn memory_is_checked() {
+        assert_eq!(
+            mib_to_bytes("memory limit", 512).unwrap(),
+            512 * 1024 * 1024
+        );
+        assert!(matches!(
+            mib_to_bytes("memory limit", -1),
+            Err(RuntimeError::InvalidSpec(_))
+        ));
+        assert!(matches!(
+            mib_to_bytes("memory limit", i64::MAX / 1024),
+            Err(RuntimeError::InvalidSpec(_))
+        ));
+    }
+
+    #[test]
+    fn ports_are_published_except_on_host_none_and_container_networks() {
+        for mode in ["bridge", "", "default", "my-network"] {
+            assert!(publishes_ports(mode), "{mode}");
+        }
+        for mode in ["host", "none", "container:abc"] {
+            assert!(!publishes_ports(mode), "{mode}");
+        }
     }
 }

@@ -1,12 +1,20 @@
-//! Container runtime drivers: what the agent needs from a container engine, and the
-//! Docker Engine implementation of it (through `bollard`).
+//! Container runtime drivers: what the agent needs from a container engine, the
+//! Docker Engine implementation of it (through `bollard`), an in-memory simulation of it
+//! ([`SimulatedRuntime`]) for unit and scale tests, and the [`conformance`] suite every
+//! implementation passes.
 
+pub mod conformance;
 mod docker;
+mod simulated;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use docker::DockerRuntime;
+pub use simulated::{
+    HealthScript, ImageBehavior, OnSigterm, SimContainer, SimCounters, SimulatedRuntime,
+    SimulatedRuntimeBuilder,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -16,11 +24,15 @@ pub enum RuntimeError {
     Image { image: String, message: String },
     #[error("container engine error: {0}")]
     Engine(String),
+    /// The spec cannot be turned into a container (e.g. a negative memory limit); nothing
+    /// was sent to the engine.
+    #[error("invalid container spec: {0}")]
+    InvalidSpec(String),
 }
 
 pub type Result<T> = std::result::Result<T, RuntimeError>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PortProtocol {
     Tcp,
     Udp,
@@ -75,7 +87,8 @@ pub struct ContainerSpec {
     pub memory_limit_mib: Option<i64>,
     pub memory_reservation_mib: Option<i64>,
     pub ports: Vec<PortBinding>,
-    /// "bridge", "host" or "none".
+    /// "bridge", "host" or "none" (or a user-defined network; "" is the engine's default,
+    /// bridge). Host ports are published in every mode but "host", "none" and "container:...".
     pub network_mode: String,
     pub health_check: Option<HealthCheckSpec>,
     pub user: Option<String>,
@@ -157,4 +170,21 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn wait_exit(&self, id: &str) -> Result<()>;
     /// All containers (running or not) carrying `label=value`.
     async fn list_labelled(&self, label: &str, value: &str) -> Result<Vec<ContainerStatus>>;
+}
+
+/// Whether port bindings are published in this network mode (Docker publishes them on
+/// bridge and user-defined networks, and ignores them for host, none and container:<id>).
+pub(crate) fn publishes_ports(network_mode: &str) -> bool {
+    !(network_mode == "host" || network_mode == "none" || network_mode.starts_with("container:"))
+}
+
+/// MiB to bytes, refusing negative values and overflow.
+pub(crate) fn mib_to_bytes(field: &str, mib: i64) -> Result<i64> {
+    if mib < 0 {
+        return Err(RuntimeError::InvalidSpec(format!(
+            "{field} must not be negative, got {mib} MiB"
+        )));
+    }
+    mib.checked_mul(1024 * 1024)
+        .ok_or_else(|| RuntimeError::InvalidSpec(format!("{field} of {mib} MiB is too large")))
 }

@@ -5,7 +5,6 @@ use std::hint::black_box;
 
 use berth_scheduler::{
     place, InstanceSnapshot, PlacementRequest, PlacementStrategy, PortRequest, Protocol, Resources,
-    TaskSnapshot,
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use rand::rngs::StdRng;
@@ -45,13 +44,12 @@ fn cluster() -> Vec<InstanceSnapshot> {
             agent_connected: true,
             agent_version: "1.80.0".to_string(),
             registered_at: 1_700_000_000.0,
-            tasks: (0..rng.gen_range(0..6))
-                .map(|_| TaskSnapshot {
-                    group: GROUPS[rng.gen_range(0..GROUPS.len())].to_string(),
-                    task_definition_arn: "arn:aws:ecs:us-east-1:000000000000:task-definition/x:1"
-                        .to_string(),
-                })
-                .collect(),
+            task_groups: (0..rng.gen_range(0..6)).fold(BTreeMap::new(), |mut groups, _| {
+                *groups
+                    .entry(GROUPS[rng.gen_range(0..GROUPS.len())].to_string())
+                    .or_insert(0) += 1;
+                groups
+            }),
         })
         .collect()
 }

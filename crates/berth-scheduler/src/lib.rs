@@ -33,15 +33,6 @@ pub struct Resources {
     pub udp_ports: BTreeSet<u16>,
 }
 
-/// A task already on an instance (any state except STOPPED).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TaskSnapshot {
-    /// ECS task group, e.g. `family:web` or `service:api`.
-    pub group: String,
-    /// ARN of the task's task definition.
-    pub task_definition_arn: String,
-}
-
 /// What the scheduler needs to know about one container instance.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InstanceSnapshot {
@@ -61,8 +52,16 @@ pub struct InstanceSnapshot {
     pub agent_version: String,
     /// Registration time in epoch seconds (the `registeredAt` query subject).
     pub registered_at: f64,
-    /// Tasks currently on the instance.
-    pub tasks: Vec<TaskSnapshot>,
+    /// Live tasks (any state except STOPPED) on the instance, counted per ECS task group
+    /// (`family:web`, `service:api`).
+    pub task_groups: BTreeMap<String, usize>,
+}
+
+impl InstanceSnapshot {
+    /// How many live tasks the instance has.
+    pub fn task_count(&self) -> usize {
+        self.task_groups.values().sum()
+    }
 }
 
 /// Transport protocol of a host port mapping.

@@ -324,11 +324,7 @@ impl<'a> Slot<'a> {
             instance,
             remaining_cpu: instance.remaining.cpu,
             remaining_memory: instance.remaining.memory,
-            group_tasks: instance
-                .tasks
-                .iter()
-                .filter(|task| task.group == group)
-                .count(),
+            group_tasks: instance.task_groups.get(group).copied().unwrap_or(0),
             planned_tasks: 0,
             rejection: None,
         }
@@ -527,7 +523,7 @@ mod tests {
     use rand::SeedableRng;
 
     use super::*;
-    use crate::{Resources, TaskSnapshot};
+    use crate::Resources;
 
     const GROUP: &str = "family:web";
 
@@ -551,7 +547,7 @@ mod tests {
             agent_connected: true,
             agent_version: "1.80.0".to_string(),
             registered_at: 1_700_000_000.0,
-            tasks: Vec::new(),
+            task_groups: BTreeMap::new(),
         }
     }
 
@@ -563,11 +559,9 @@ mod tests {
     }
 
     fn with_tasks(mut instance: InstanceSnapshot, group: &str, count: usize) -> InstanceSnapshot {
-        instance.tasks.extend((0..count).map(|_| TaskSnapshot {
-            group: group.to_string(),
-            task_definition_arn:
-                "arn:aws:ecs:us-east-1:000000000000:task-definition/other:1".to_string(),
-        }));
+        if count > 0 {
+            *instance.task_groups.entry(group.to_string()).or_default() += count;
+        }
         instance
     }
 
@@ -1170,7 +1164,7 @@ mod tests {
                 }
                 if !req.constraints.is_empty() {
                     assert!(
-                        snapshot.tasks.is_empty() && placed == 1,
+                        snapshot.task_groups.is_empty() && placed == 1,
                         "round {round}: distinct"
                     );
                 }

@@ -92,14 +92,14 @@ impl InstanceFacts<'_> {
     fn task_groups(&self) -> impl Iterator<Item = &str> {
         let planned = (self.planned_tasks > 0).then_some(self.planned_group);
         self.snapshot
-            .tasks
-            .iter()
-            .map(|task| task.group.as_str())
+            .task_groups
+            .keys()
+            .map(String::as_str)
             .chain(planned)
     }
 
     fn running_tasks_count(&self) -> usize {
-        self.snapshot.tasks.len() + self.planned_tasks
+        self.snapshot.task_count() + self.planned_tasks
     }
 }
 
@@ -906,7 +906,6 @@ fn expected_value_kind(subject: &Subject) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::TaskSnapshot;
 
     fn instance() -> InstanceSnapshot {
         InstanceSnapshot {
@@ -926,16 +925,12 @@ mod tests {
             agent_version: "1.80.0".into(),
             // 2024-03-01T00:00:00Z
             registered_at: 1_709_251_200.0,
-            tasks: vec![
-                TaskSnapshot {
-                    group: "service:api".into(),
-                    task_definition_arn: "api:1".into(),
-                },
-                TaskSnapshot {
-                    group: "family:batch".into(),
-                    task_definition_arn: "batch:3".into(),
-                },
-            ],
+            task_groups: [
+                ("service:api".to_string(), 1),
+                ("family:batch".to_string(), 1),
+            ]
+            .into_iter()
+            .collect(),
             ..InstanceSnapshot::default()
         }
     }
@@ -1098,7 +1093,7 @@ mod tests {
     #[test]
     fn planned_tasks_are_visible() {
         let mut snapshot = instance();
-        snapshot.tasks.clear();
+        snapshot.task_groups.clear();
         let expression = Expression::parse("task:group == service:web and runningTasksCount == 1")
             .expect("parses");
         let facts = InstanceFacts {

@@ -1,8 +1,10 @@
-//! `berth`: the ECS-compatible orchestrator's one binary.
+//! `berth`: the ECS-compatible orchestrator's one binary. Wiring only.
 //!
-//! - `berth server`: the control plane (ECS API, store, scheduler).
+//! - `berth server`: the control plane (AWS APIs, store, controllers).
 //! - `berth agent`: the container agent for one host.
 //! - `berth dev`: both in one process with an embedded store, for a laptop or CI.
+
+mod lock;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,9 +13,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use berth_agent::{Agent, AgentConfig};
+use berth_api::{AppState, ServerLimits};
 use berth_control::{ControlConfig, ControlPlane};
+use berth_controllers::gc::StoppedTaskGc;
+use berth_controllers::liveness::Liveness;
+use berth_controllers::{
+    CancellationToken, Controller, ControllerConfig, ControllerManager, LeaderElection,
+};
+use berth_core::SystemClock;
 use berth_runtime::DockerRuntime;
-use berth_store::RedbStore;
+use berth_store::{RedbOptions, RedbStore, Store};
 use clap::{Args, Parser, Subcommand};
 use tokio::sync::watch;
 
@@ -30,7 +39,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the control plane: the ECS API, the store and the scheduler.
+    /// Run the control plane: the AWS APIs, the store and the controllers.
     Server(ServerArgs),
     /// Run the container agent for this host.
     Agent(AgentArgs),
@@ -52,12 +61,18 @@ struct ServerArgs {
     /// Account id in ARNs.
     #[arg(long, default_value = "000000000000", env = "BERTH_ACCOUNT")]
     account: String,
-    /// Seconds without word from an agent before its instance is agentConnected=false.
+    /// Seconds without a poll from an agent before its instance is agentConnected=false.
     #[arg(long, default_value_t = 30)]
     agent_timeout_secs: u64,
+    /// Seconds an agent may stay disconnected before its tasks are declared STOPPED.
+    #[arg(long, default_value_t = 900)]
+    agent_lost_after_secs: u64,
     /// Seconds a STOPPED task stays visible to DescribeTasks/ListTasks.
     #[arg(long, default_value_t = 3600)]
     stopped_task_retention_secs: u64,
+    /// Most open client connections (default: three quarters of the open-file limit).
+    #[arg(long)]
+    max_connections: Option<usize>,
 }
 
 #[derive(Args, Clone)]
@@ -68,7 +83,7 @@ struct AgentArgs {
     /// Cluster to join (repeatable).
     #[arg(long = "cluster", default_value = "default")]
     clusters: Vec<String>,
-    /// Directory for the agent's identity and state.
+    /// Directory for the agent's identity and credentials.
     #[arg(long, default_value = "berth-agent-data", env = "BERTH_AGENT_DATA_DIR")]
     data_dir: PathBuf,
     /// Host IP that published container ports bind to.
@@ -76,7 +91,7 @@ struct AgentArgs {
     host_bind_ip: String,
     /// Memory (MiB) held back from tasks for the host itself.
     #[arg(long, default_value_t = 0)]
-    reserved_memory: i64,
+    reserved_memory: u64,
     /// Custom instance attribute, name=value (repeatable).
     #[arg(long = "attribute", value_parser = parse_attribute)]
     attributes: Vec<(String, String)>,
@@ -108,56 +123,69 @@ fn parse_attribute(s: &str) -> Result<(String, String), String> {
 /// Resolves on SIGINT or SIGTERM.
 async fn termination() {
     let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 struct RunningServer {
     url: String,
     control: Arc<ControlPlane>,
     handle: tokio::task::JoinHandle<std::io::Result<()>>,
+    _lock: lock::DataDirLock,
 }
 
 async fn start_server(
     args: &ServerArgs,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<RunningServer> {
+    let lock = lock::DataDirLock::acquire(&args.data_dir)?;
+    berth_api::raise_open_file_limit();
     let store_path = args.data_dir.join("state.redb");
-    let store = RedbStore::open(&store_path)
-        .with_context(|| format!("opening store {}", store_path.display()))?;
+    let store: Arc<dyn Store> = {
+        let path = store_path.clone();
+        tokio::task::spawn_blocking(move || RedbStore::open(&path, RedbOptions::default()))
+            .await?
+            .with_context(|| format!("opening store {}", store_path.display()))?
+    };
+    let retention = Duration::from_secs(args.stopped_task_retention_secs);
     let control = ControlPlane::new(
-        Arc::new(store),
+        Arc::clone(&store),
         ControlConfig {
             region: args.region.clone(),
             account: args.account.clone(),
             agent_timeout: Duration::from_secs(args.agent_timeout_secs.max(3)),
+            agent_lost_after: Duration::from_secs(args.agent_lost_after_secs),
+            stopped_task_retention: retention,
             ..ControlConfig::default()
         },
     );
-    control.spawn_background();
-    let retention = Duration::from_secs(args.stopped_task_retention_secs);
-    let janitor = Arc::clone(&control);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            let c = Arc::clone(&janitor);
-            match tokio::task::spawn_blocking(move || c.forget_stopped_tasks(retention)).await {
-                Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "forgot old STOPPED tasks"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "forgetting STOPPED tasks failed"),
-                _ => {}
-            }
-        }
-    });
+    let control_plane_id = control.identity().await?;
+
+    // Background jobs run on the leader only (one server here; the lease makes it safe to
+    // run several against one store).
+    let election = LeaderElection::new(
+        Arc::clone(&store),
+        "leader/controllers",
+        format!("{}-{}", std::process::id(), uuid_like()),
+        Duration::from_secs(10),
+    );
+    let manager = ControllerManager::new(election)
+        .with(Controller::new(
+            Liveness::new(Arc::clone(&control)),
+            Arc::clone(&store),
+            ControllerConfig::default(),
+        ))
+        .with(Controller::new(
+            StoppedTaskGc::new(Arc::clone(&control), retention),
+            Arc::clone(&store),
+            ControllerConfig::default(),
+        ));
+    tokio::spawn(manager.run(shutdown.clone()));
+
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -165,36 +193,51 @@ async fn start_server(
     let url = format!("http://{addr}");
     // Tests and scripts read this line to learn the port when --listen uses port 0.
     println!("berth: listening on {url}");
-    let mut stop = shutdown;
+    let mut limits = ServerLimits::default();
+    if let Some(max) = args.max_connections {
+        limits.max_connections = max;
+    }
+    let state = Arc::new(AppState {
+        control: Arc::clone(&control),
+        control_plane_id,
+        limits: limits.clone(),
+    });
     let handle = tokio::spawn(berth_api::serve(
         listener,
-        Arc::clone(&control),
-        async move {
-            let _ = stop.wait_for(|s| *s).await;
-        },
+        berth_api::router(state),
+        limits,
+        async move { shutdown.cancelled().await },
     ));
     Ok(RunningServer {
         url,
         control,
         handle,
+        _lock: lock,
     })
+}
+
+/// A short random suffix for this process's leader identity.
+fn uuid_like() -> String {
+    use berth_core::IdGen;
+    berth_core::RandomIds.next_id()[..8].to_string()
 }
 
 async fn run_agent(config: AgentConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let runtime = DockerRuntime::connect()
         .await
         .context("connecting to the Docker Engine")?;
-    let agent = Agent::new(config, Arc::new(runtime)).await?;
-    tracing::info!(agent_id = agent.agent_id(), "agent starting");
+    let agent = Agent::new(config, Arc::new(runtime), Arc::new(SystemClock)).await?;
     agent.run(shutdown).await
 }
 
 fn init_tracing() {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_writer(std::io::stderr)
         .init();
 }
@@ -203,15 +246,20 @@ fn init_tracing() {
 async fn main() -> anyhow::Result<()> {
     init_tracing();
     let cli = Cli::parse();
+    let cancel = CancellationToken::new();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        termination().await;
-        tracing::info!("shutting down");
-        let _ = shutdown_tx.send(true);
-    });
+    {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            termination().await;
+            tracing::info!("shutting down");
+            cancel.cancel();
+            let _ = shutdown_tx.send(true);
+        });
+    }
     match cli.command {
         Command::Server(args) => {
-            let server = start_server(&args, shutdown_rx).await?;
+            let server = start_server(&args, cancel).await?;
             server.handle.await??;
         }
         Command::Agent(args) => {
@@ -229,13 +277,17 @@ async fn main() -> anyhow::Result<()> {
                 region: args.region,
                 account: args.account,
                 agent_timeout_secs: 30,
+                agent_lost_after_secs: 900,
                 stopped_task_retention_secs: 3600,
+                max_connections: None,
             };
-            let server = start_server(&server_args, shutdown_rx.clone()).await?;
+            let server = start_server(&server_args, cancel).await?;
             // A fresh dev cluster has a "default" cluster, like a new ECS account's console.
-            let control = Arc::clone(&server.control);
-            tokio::task::spawn_blocking(move || control.create_cluster(Default::default()))
-                .await?
+            server
+                .control
+                .clusters
+                .create(Default::default())
+                .await
                 .map_err(|e| anyhow::anyhow!("creating the default cluster: {e}"))?;
             let mut config = AgentConfig::new(server.url.clone(), args.data_dir.join("agent"));
             config.follow_all_clusters = true;

@@ -149,9 +149,9 @@ async fn stopped_while_agent_was_down_is_cleaned_up_on_return() {
     let mut agent = spawn_agent();
     let instances = api.wait_instances(&cluster, 1).await;
     let agent_id: String = serde_json::from_slice::<serde_json::Value>(
-        &std::fs::read(agent_dir.join("agent-state.json")).unwrap(),
+        &std::fs::read(agent_dir.join("identity.json")).unwrap(),
     )
-    .unwrap()["agent_id"]
+    .unwrap()["agentId"]
         .as_str()
         .unwrap()
         .to_string();

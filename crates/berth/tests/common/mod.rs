@@ -86,6 +86,11 @@ impl Berth {
         Api::new(&self.url)
     }
 
+    /// The process id (for /proc measurements).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -96,9 +101,9 @@ impl Berth {
 
     /// The dev agent's id (label `berth.agent-id` on its containers).
     pub fn agent_id(&self) -> Option<String> {
-        let bytes = std::fs::read(self.data_dir.join("agent/agent-state.json")).ok()?;
+        let bytes = std::fs::read(self.data_dir.join("agent/identity.json")).ok()?;
         let state: Value = serde_json::from_slice(&bytes).ok()?;
-        state["agent_id"].as_str().map(str::to_string)
+        state["agentId"].as_str().map(str::to_string)
     }
 }
 

@@ -1,23 +1,32 @@
-use crate::ApiError;
+//! ECS ARNs: `arn:aws:ecs:<region>:<account>:<kind>/<resource>`.
+
+use crate::ids::{
+    ClusterName, ContainerId, DeploymentId, InstanceId, ServiceName, TaskDefinitionId, TaskId,
+};
+use crate::Error;
 
 /// The ECS resource types berth names with ARNs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ResourceKind {
     Cluster,
     TaskDefinition,
     Task,
     ContainerInstance,
     Container,
+    Service,
+    ServiceDeployment,
 }
 
 impl ResourceKind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Cluster => "cluster",
             Self::TaskDefinition => "task-definition",
             Self::Task => "task",
             Self::ContainerInstance => "container-instance",
             Self::Container => "container",
+            Self::Service => "service",
+            Self::ServiceDeployment => "service-deployment",
         }
     }
     fn parse(s: &str) -> Option<Self> {
@@ -27,12 +36,14 @@ impl ResourceKind {
             "task" => Self::Task,
             "container-instance" => Self::ContainerInstance,
             "container" => Self::Container,
+            "service" => Self::Service,
+            "service-deployment" => Self::ServiceDeployment,
             _ => return None,
         })
     }
 }
 
-/// A parsed ECS ARN: `arn:aws:ecs:<region>:<account>:<kind>/<resource>`.
+/// A parsed ECS ARN.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Arn {
     pub region: String,
@@ -43,8 +54,8 @@ pub struct Arn {
 }
 
 impl Arn {
-    pub fn parse(s: &str) -> Result<Self, ApiError> {
-        let bad = || ApiError::invalid(format!("Invalid ARN: {s}"));
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        let bad = || Error::invalid(format!("Invalid ARN: {s}"));
         let mut parts = s.splitn(6, ':');
         let (Some("arn"), Some(_partition), Some("ecs"), Some(region), Some(account), Some(rest)) = (
             parts.next(),
@@ -69,10 +80,15 @@ impl Arn {
         })
     }
 
-    /// The last path segment: a task id, instance id, cluster name or `family:revision`.
-    pub fn last_segment(&self) -> &str {
-        self.resource.rsplit('/').next().unwrap_or(&self.resource)
+    /// The resource path split on `/`: `[cluster, id]` for a task, `[name]` for a cluster.
+    pub fn segments(&self) -> Vec<&str> {
+        self.resource.split('/').collect()
     }
+}
+
+/// Something a request names either by ARN or by short name/id.
+pub fn is_arn(s: &str) -> bool {
+    s.starts_with("arn:")
 }
 
 /// Builds ARNs for one region and account.
@@ -89,7 +105,7 @@ impl ArnBuilder {
             account: account.into(),
         }
     }
-    fn build(&self, kind: ResourceKind, resource: &str) -> String {
+    fn build(&self, kind: ResourceKind, resource: std::fmt::Arguments<'_>) -> String {
         format!(
             "arn:aws:ecs:{}:{}:{}/{}",
             self.region,
@@ -98,23 +114,45 @@ impl ArnBuilder {
             resource
         )
     }
-    pub fn cluster(&self, name: &str) -> String {
-        self.build(ResourceKind::Cluster, name)
+    pub fn cluster(&self, name: &ClusterName) -> String {
+        self.build(ResourceKind::Cluster, format_args!("{name}"))
     }
-    pub fn task_definition(&self, family: &str, revision: i64) -> String {
+    pub fn task_definition(&self, id: &TaskDefinitionId) -> String {
+        self.build(ResourceKind::TaskDefinition, format_args!("{id}"))
+    }
+    pub fn task(&self, cluster: &ClusterName, id: &TaskId) -> String {
+        self.build(ResourceKind::Task, format_args!("{cluster}/{id}"))
+    }
+    pub fn container_instance(&self, cluster: &ClusterName, id: &InstanceId) -> String {
         self.build(
-            ResourceKind::TaskDefinition,
-            &format!("{family}:{revision}"),
+            ResourceKind::ContainerInstance,
+            format_args!("{cluster}/{id}"),
         )
     }
-    pub fn task(&self, cluster: &str, id: &str) -> String {
-        self.build(ResourceKind::Task, &format!("{cluster}/{id}"))
+    pub fn container(&self, cluster: &ClusterName, id: &ContainerId) -> String {
+        self.build(ResourceKind::Container, format_args!("{cluster}/{id}"))
     }
-    pub fn container_instance(&self, cluster: &str, id: &str) -> String {
-        self.build(ResourceKind::ContainerInstance, &format!("{cluster}/{id}"))
+    pub fn service(&self, cluster: &ClusterName, name: &ServiceName) -> String {
+        self.build(ResourceKind::Service, format_args!("{cluster}/{name}"))
     }
-    pub fn container(&self, cluster: &str, id: &str) -> String {
-        self.build(ResourceKind::Container, &format!("{cluster}/{id}"))
+    pub fn service_deployment(
+        &self,
+        cluster: &ClusterName,
+        service: &ServiceName,
+        id: &DeploymentId,
+    ) -> String {
+        self.build(
+            ResourceKind::ServiceDeployment,
+            format_args!("{cluster}/{service}/{id}"),
+        )
+    }
+    /// The common prefix of every ARN of `kind` in `cluster` (`…:task/<cluster>/`).
+    pub fn in_cluster_prefix(&self, kind: ResourceKind, cluster: &ClusterName) -> String {
+        self.build(kind, format_args!("{cluster}/"))
+    }
+    /// The IAM principal berth reports as `registeredBy` and the like.
+    pub fn account_root(&self) -> String {
+        format!("arn:aws:iam::{}:root", self.account)
     }
 }
 
@@ -125,12 +163,12 @@ mod tests {
     #[test]
     fn builds_and_parses_task_arn() {
         let b = ArnBuilder::new("us-east-1", "000000000000");
-        let arn = b.task("demo", "abc");
+        let cluster = ClusterName::new("demo").unwrap();
+        let arn = b.task(&cluster, &TaskId::new("abc").unwrap());
         assert_eq!(arn, "arn:aws:ecs:us-east-1:000000000000:task/demo/abc");
         let parsed = Arn::parse(&arn).unwrap();
         assert_eq!(parsed.kind, ResourceKind::Task);
-        assert_eq!(parsed.resource, "demo/abc");
-        assert_eq!(parsed.last_segment(), "abc");
+        assert_eq!(parsed.segments(), vec!["demo", "abc"]);
     }
 
     #[test]

@@ -1,0 +1,84 @@
+//! Amazon ECS (`AmazonEC2ContainerServiceV20141113`, JSON 1.1): one module per resource;
+//! each parses its requests into berth's typed domain, calls the control plane and renders
+//! the result as ECS documents.
+
+mod clusters;
+mod instances;
+pub mod parse;
+pub mod render;
+mod tags;
+pub mod task_definitions;
+mod tasks;
+
+use berth_control::ControlPlane;
+use berth_core::{Error, ErrorKind};
+
+use crate::json::{output, parse as body};
+
+pub use berth_wire::ecs::TARGET_PREFIX;
+
+/// Runs one ECS operation on a JSON body.
+pub async fn dispatch(
+    cp: &ControlPlane,
+    operation: &str,
+    input: &[u8],
+) -> Result<serde_json::Value, Error> {
+    match operation {
+        "CreateCluster" => output(clusters::create(cp, body(input)?).await),
+        "DescribeClusters" => output(clusters::describe(cp, body(input)?).await),
+        "ListClusters" => output(clusters::list(cp, body(input)?).await),
+        "DeleteCluster" => output(clusters::delete(cp, body(input)?).await),
+        "RegisterTaskDefinition" => output(task_definitions::register(cp, body(input)?).await),
+        "DescribeTaskDefinition" => output(task_definitions::describe(cp, body(input)?).await),
+        "ListTaskDefinitions" => output(task_definitions::list(cp, body(input)?).await),
+        "ListTaskDefinitionFamilies" => output(task_definitions::families(cp, body(input)?).await),
+        "DeregisterTaskDefinition" => output(task_definitions::deregister(cp, body(input)?).await),
+        "RegisterContainerInstance" => output(instances::register(cp, body(input)?).await),
+        "DeregisterContainerInstance" => output(instances::deregister(cp, body(input)?).await),
+        "ListContainerInstances" => output(instances::list(cp, body(input)?).await),
+        "DescribeContainerInstances" => output(instances::describe(cp, body(input)?).await),
+        "RunTask" => output(tasks::run(cp, body(input)?).await),
+        "StartTask" => output(tasks::start(cp, body(input)?).await),
+        "StopTask" => output(tasks::stop(cp, body(input)?).await),
+        "DescribeTasks" => output(tasks::describe(cp, body(input)?).await),
+        "ListTasks" => output(tasks::list(cp, body(input)?).await),
+        "SubmitTaskStateChange" => output(tasks::submit_state_change(cp, body(input)?).await),
+        "TagResource" => output(tags::tag(cp, body(input)?).await),
+        "UntagResource" => output(tags::untag(cp, body(input)?).await),
+        "ListTagsForResource" => output(tags::list(cp, body(input)?).await),
+        other => Err(Error::new(
+            ErrorKind::UnknownOperation,
+            if berth_wire::find_operation(berth_wire::ecs::OPERATIONS, other).is_some() {
+                format!("Operation {other} is not supported by berth yet.")
+            } else {
+                format!("Unknown operation: {other}")
+            },
+        )),
+    }
+}
+
+/// Every ECS operation berth serves.
+pub const SERVED: &[&str] = &[
+    "CreateCluster",
+    "DescribeClusters",
+    "ListClusters",
+    "DeleteCluster",
+    "RegisterTaskDefinition",
+    "DescribeTaskDefinition",
+    "ListTaskDefinitions",
+    "ListTaskDefinitionFamilies",
+    "DeregisterTaskDefinition",
+    "RegisterContainerInstance",
+    "DeregisterContainerInstance",
+    "ListContainerInstances",
+    "DescribeContainerInstances",
+    "RunTask",
+    "StartTask",
+    "StopTask",
+    "DescribeTasks",
+    "ListTasks",
+    "SubmitTaskStateChange",
+    "TagResource",
+    "UntagResource",
+    "ListTagsForResource",
+];

@@ -1,0 +1,232 @@
+//! DescribeClusters, ListTasks and RunTask under load, with 0, 2,000 and 20,000 tasks in
+//! the cluster (half of them STOPPED), on a real `berth server` with simulated instances
+//! (registered through the API; no containers run). 16 concurrent clients per measurement.
+//! Prints a table: requests/s, p50 and p99.
+//!
+//! `cargo bench -p berth --bench api_load`
+//! - BERTH_BENCH_SECONDS: length of each measurement (default 5)
+//! - BERTH_BENCH_SIZES: comma-separated task counts (default 0,2000,20000)
+//! - BERTH_BASELINE_BIN: another berth binary (e.g. a build of an older commit) to measure
+//!   the same way, side by side, in the same run.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const CLIENTS: usize = 16;
+
+struct Server {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(bin: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin)
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("BERTH_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting berth");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines.next().expect("berth exited").unwrap();
+        if let Some(url) = line.strip_prefix("berth: listening on ") {
+            break url.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Server {
+        child,
+        url,
+        _dir: dir,
+    }
+}
+
+#[derive(Clone)]
+struct Client {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Client {
+    async fn call(&self, action: &str, body: &Value) -> Value {
+        let resp = self
+            .http
+            .post(format!("{}/", self.url))
+            .header(
+                "x-amz-target",
+                format!("AmazonEC2ContainerServiceV20141113.{action}"),
+            )
+            .header("content-type", "application/x-amz-json-1.1")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status();
+        let v: Value = resp.json().await.expect("json");
+        assert!(status.is_success(), "{action}: {v}");
+        v
+    }
+}
+
+async fn fill(c: &Client, tasks: usize) {
+    c.call("CreateCluster", &json!({"clusterName": "load"}))
+        .await;
+    for n in 0..40 {
+        c.call(
+            "RegisterContainerInstance",
+            &json!({
+                "cluster": "load",
+                "instanceIdentityDocument": json!({"instanceId": format!("i-{n:017}")}).to_string(),
+                "totalResources": [
+                    {"name": "CPU", "type": "INTEGER", "integerValue": 1_000_000},
+                    {"name": "MEMORY", "type": "INTEGER", "integerValue": 1_000_000},
+                ],
+            }),
+        )
+        .await;
+    }
+    c.call(
+        "RegisterTaskDefinition",
+        &json!({"family": "load", "containerDefinitions": [
+            {"name": "main", "image": "berth-test/busybox:latest", "cpu": 1, "memory": 8}]}),
+    )
+    .await;
+    // Fill with 4 writers in parallel; every other batch is reported STOPPED.
+    let per_writer = tasks / 10 / 4;
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let c = c.clone();
+        writers.push(tokio::spawn(async move {
+            for b in 0..per_writer {
+                let v = c
+                    .call(
+                        "RunTask",
+                        &json!({"cluster": "load", "taskDefinition": "load", "count": 10}),
+                    )
+                    .await;
+                if (w + b) % 2 == 0 {
+                    for t in v["tasks"].as_array().unwrap() {
+                        c.call(
+                            "SubmitTaskStateChange",
+                            &json!({"cluster": "load", "task": t["taskArn"], "status": "STOPPED"}),
+                        )
+                        .await;
+                    }
+                }
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+}
+
+struct Measured {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+async fn measure(c: &Client, action: &'static str, body: Value, seconds: u64) -> Measured {
+    let body = Arc::new(body);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut handles = Vec::new();
+    for _ in 0..CLIENTS {
+        let c = c.clone();
+        let body = Arc::clone(&body);
+        handles.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                c.call(action, &body).await;
+                latencies.push(started.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut all: Vec<Duration> = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    all.sort();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    Measured {
+        rps: all.len() as f64 / seconds as f64,
+        p50_ms: pct(0.50).as_secs_f64() * 1000.0,
+        p99_ms: pct(0.99).as_secs_f64() * 1000.0,
+    }
+}
+
+fn main() {
+    let seconds: u64 = std::env::var("BERTH_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let sizes: Vec<usize> = std::env::var("BERTH_BENCH_SIZES")
+        .unwrap_or_else(|_| "0,2000,20000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let mut binaries = vec![("berth".to_string(), env!("CARGO_BIN_EXE_berth").to_string())];
+    if let Ok(baseline) = std::env::var("BERTH_BASELINE_BIN") {
+        binaries.push(("baseline".to_string(), baseline));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("{CLIENTS} concurrent clients, {seconds} s per cell; half the tasks STOPPED");
+    println!();
+    println!("| binary | tasks | operation | req/s | p50 ms | p99 ms |");
+    println!("|---|---:|---|---:|---:|---:|");
+    for size in &sizes {
+        for (label, bin) in &binaries {
+            let server = start(bin);
+            let client = Client {
+                http: reqwest::Client::builder()
+                    .pool_max_idle_per_host(CLIENTS)
+                    .build()
+                    .unwrap(),
+                url: server.url.clone(),
+            };
+            runtime.block_on(async {
+                let fill_started = Instant::now();
+                fill(&client, *size).await;
+                eprintln!(
+                    "{label}: filled {size} tasks in {:.1} s",
+                    fill_started.elapsed().as_secs_f64()
+                );
+                for (action, body) in [
+                    ("DescribeClusters", json!({"clusters": ["load"]})),
+                    ("ListTasks", json!({"cluster": "load", "maxResults": 100})),
+                    (
+                        "RunTask",
+                        json!({"cluster": "load", "taskDefinition": "load"}),
+                    ),
+                ] {
+                    let m = measure(&client, action, body, seconds).await;
+                    println!(
+                        "| {label} | {size} | {action} | {:.0} | {:.2} | {:.2} |",
+                        m.rps, m.p50_ms, m.p99_ms
+                    );
+                }
+            });
+        }
+    }
+}
