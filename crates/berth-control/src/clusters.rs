@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use berth_core::arn::ResourceKind;
 use berth_core::ids::ClusterName;
-use berth_core::records::{ClusterRecord, InstanceRecord, NameValue, Tag};
+use berth_core::records::{ClusterRecord, InstanceRecord, NameValue, ServiceRecord, Tag};
 use berth_core::resources::InstanceUsage;
-use berth_core::status::ClusterStatus;
+use berth_core::status::{ClusterStatus, ServiceStatus};
 use berth_core::{Error, ErrorKind};
 use berth_store::{ReadExt, ReadView, Revision, Txn};
 use serde_json::Value;
@@ -96,6 +96,13 @@ async fn counts<V: ReadView + ?Sized>(
         counts.running_tasks = counts.running_tasks.saturating_add(usage.running);
         counts.pending_tasks = counts.pending_tasks.saturating_add(usage.pending);
     }
+    counts.active_services = view
+        .scan_json::<ServiceRecord>(&keys::services_of(name))
+        .await
+        .map_err(store_failure)?
+        .iter()
+        .filter(|(_, s, _)| s.status == ServiceStatus::Active)
+        .count() as u32;
     Ok(counts)
 }
 
@@ -232,7 +239,7 @@ impl Clusters {
                 )
                 .into());
             }
-            if counts.active_services > 0 {
+            if crate::services::Services::active_count(view, name).await? > 0 {
                 return Err(Error::new(
                     ErrorKind::ClusterContainsServices,
                     "The Cluster cannot be deleted while Services are active.",
@@ -268,6 +275,10 @@ impl Clusters {
                 keys::connections_of(name),
                 keys::instances_of(name),
                 keys::client_tokens_of(name),
+                keys::services_of(name),
+                format!("sg/{name}/"),
+                format!("sd/{name}/"),
+                keys::tags(&self.ctx.arns.in_cluster_prefix(ResourceKind::Service, name)),
                 keys::tags(&self.ctx.arns.in_cluster_prefix(ResourceKind::Task, name)),
                 keys::tags(
                     &self

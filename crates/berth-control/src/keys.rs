@@ -16,11 +16,16 @@
 //! td/<family>/<revision>               TaskDefinitionRecord
 //! tds/<status>/<family>/<revision>     task definitions by status (empty values)
 //! tdf/<family>                         FamilyRecord
+//! s/<cluster>/<service>                ServiceRecord
+//! sg/<cluster>/<service>               the service's task generation (reconcile guard)
+//! sd/<cluster>/<service>/<number>      ServiceDeploymentRecord (deployment history)
 //! tags/<arn>                           the resource's tags
 //! meta/<name>                          server-wide facts (identity)
 //! ```
 
-use berth_core::ids::{ClusterName, Family, InstanceId, TaskDefinitionId, TaskId};
+use berth_core::ids::{
+    ClusterName, DeploymentId, Family, InstanceId, ServiceName, TaskDefinitionId, TaskId,
+};
 use berth_core::status::{DesiredStatus, TaskDefinitionStatus};
 use berth_core::Timestamp;
 
@@ -104,6 +109,27 @@ pub fn family(family: &Family) -> String {
     format!("tdf/{family}")
 }
 pub const FAMILIES: &str = "tdf/";
+
+pub fn service(cluster: &ClusterName, name: &ServiceName) -> String {
+    format!("s/{cluster}/{name}")
+}
+pub fn services_of(cluster: &ClusterName) -> String {
+    format!("s/{cluster}/")
+}
+pub const SERVICES: &str = "s/";
+
+/// Bumped by every commit that starts or stops a service's tasks, so that two reconciles
+/// of one service (an old and a new leader) cannot both act on the same reading.
+pub fn service_generation(cluster: &ClusterName, name: &ServiceName) -> String {
+    format!("sg/{cluster}/{name}")
+}
+
+pub fn service_deployment(cluster: &ClusterName, name: &ServiceName, id: &DeploymentId) -> String {
+    format!("sd/{cluster}/{name}/{}", id.number())
+}
+pub fn service_deployments_of(cluster: &ClusterName, name: &ServiceName) -> String {
+    format!("sd/{cluster}/{name}/")
+}
 
 pub fn tags(arn: &str) -> String {
     format!("tags/{arn}")

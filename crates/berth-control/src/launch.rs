@@ -20,7 +20,7 @@ use berth_core::status::{
 };
 use berth_core::{Error, ErrorKind};
 use berth_scheduler::{InstanceSnapshot, PlacementRequest, PortRequest, Resources};
-use berth_store::{ReadExt, ReadView, Txn};
+use berth_store::{ReadExt, ReadView, Revision, Txn};
 
 use crate::tasks::TaskBatch;
 use crate::{clusters, keys, tags, task_definitions, with_retries, CResult, Ctx};
@@ -59,6 +59,16 @@ pub enum Target {
 pub(crate) struct ClientToken {
     pub tasks: Vec<TaskId>,
     pub at: berth_core::Timestamp,
+}
+
+/// A key the launch commit requires unchanged and bumps, so that two deciders acting on
+/// the same reading (e.g. an old and a new controller leader) cannot both launch.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    pub key: String,
+    /// The revision the decider read the key at (None: absent).
+    pub revision: Option<Revision>,
+    pub next: u64,
 }
 
 /// One task that could not be placed, as an ECS `Failure`.
@@ -232,18 +242,46 @@ impl Launcher {
 
     pub async fn launch(&self, spec: &LaunchSpec, target: &Target) -> Result<LaunchOutcome, Error> {
         tags::validate(&spec.tags)?;
+        self.launch_guarded(spec, target, None).await
+    }
+
+    /// [`launch`](Self::launch) for a controller: the commit also requires `guard` unchanged
+    /// and bumps it; a guard that moved fails with a `Conflict` error (no retry: the caller
+    /// decides again from what it reads now). Tags are the controller's (no validation:
+    /// ECS-managed `aws:` tags are allowed).
+    pub async fn launch_guarded(
+        &self,
+        spec: &LaunchSpec,
+        target: &Target,
+        guard: Option<Guard>,
+    ) -> Result<LaunchOutcome, Error> {
         // One placement per cluster at a time here; other servers are caught by the store.
         let lock = self.ctx.placement_lock(&spec.cluster);
         let _held = lock.lock().await;
-        with_retries(|| self.attempt(spec, target)).await
+        with_retries(|| self.attempt(spec, target, guard.as_ref())).await
     }
 
-    async fn attempt(&self, spec: &LaunchSpec, target: &Target) -> CResult<LaunchOutcome> {
+    async fn attempt(
+        &self,
+        spec: &LaunchSpec,
+        target: &Target,
+        guard: Option<&Guard>,
+    ) -> CResult<LaunchOutcome> {
         let ctx = &self.ctx;
         let snapshot = ctx.store.snapshot().await?;
         let view = snapshot.as_ref();
         let cluster = &spec.cluster;
         clusters::active(view, cluster).await?;
+        if let Some(g) = guard {
+            let now = view.get(&g.key).await?.map(|kv| kv.mod_revision);
+            if now != g.revision {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!("{} changed since the decision to launch", g.key),
+                )
+                .into());
+            }
+        }
         if let Some(token) = &spec.client_token {
             if let Some((issued, _)) = view
                 .get_json::<ClientToken>(&keys::client_token(cluster, token))
@@ -429,6 +467,11 @@ impl Launcher {
             outcome.tasks.push(record);
         }
         let mut txn = batch.finish();
+        if let Some(g) = guard {
+            txn = txn
+                .require_unchanged(&g.key, g.revision)
+                .put_json(&g.key, &g.next);
+        }
         for task in &outcome.tasks {
             txn = tags::put_new(txn, &ctx.arns.task(cluster, &task.id), &spec.tags);
         }

@@ -10,6 +10,8 @@ pub mod instances;
 pub mod keys;
 pub mod launch;
 mod paging;
+pub mod rollout;
+pub mod services;
 pub mod tags;
 pub mod task_definitions;
 pub mod tasks;
@@ -90,6 +92,7 @@ pub struct ControlPlane {
     pub tasks: tasks::Tasks,
     pub launcher: launch::Launcher,
     pub agents: agents::Agents,
+    pub services: services::Services,
     pub tags: tags::Tags,
 }
 
@@ -124,6 +127,7 @@ impl ControlPlane {
             tasks: tasks::Tasks::new(Arc::clone(&ctx)),
             launcher: launch::Launcher::new(Arc::clone(&ctx)),
             agents: agents::Agents::new(Arc::clone(&ctx)),
+            services: services::Services::new(Arc::clone(&ctx)),
             tags: tags::Tags::new(Arc::clone(&ctx)),
             ctx,
         })

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use berth_core::arn::{Arn, ResourceKind};
-use berth_core::ids::{ClusterName, Family, InstanceId, TaskDefinitionId, TaskId};
+use berth_core::ids::{ClusterName, Family, InstanceId, ServiceName, TaskDefinitionId, TaskId};
 use berth_core::records::Tag;
 use berth_core::{Error, ErrorKind};
 use berth_store::{ReadExt, ReadView, Txn};
@@ -80,6 +80,20 @@ impl Tags {
             }
             (ResourceKind::ContainerInstance, [cluster, id]) => {
                 keys::instance(&ClusterName::new(*cluster)?, &InstanceId::new(*id)?)
+            }
+            (ResourceKind::Service, [cluster, name]) => {
+                let key = keys::service(&ClusterName::new(*cluster)?, &ServiceName::new(*name)?);
+                // An INACTIVE (deleted) service has no tags to read or change.
+                let live = self
+                    .ctx
+                    .store
+                    .get_json::<berth_core::records::ServiceRecord>(&key)
+                    .await?
+                    .is_some_and(|(s, _)| s.status != berth_core::status::ServiceStatus::Inactive);
+                if !live {
+                    return Err(Error::service_not_found().into());
+                }
+                key
             }
             (ResourceKind::Container, _) => {
                 return Err(Error::invalid("Containers cannot be tagged.").into())

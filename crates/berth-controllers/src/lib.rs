@@ -63,6 +63,7 @@ pub mod liveness;
 mod manager;
 mod queue;
 mod reconciler;
+pub mod services;
 
 pub use controller::{Controller, ControllerConfig, ControllerStats, StatsSnapshot};
 pub use leader::LeaderElection;

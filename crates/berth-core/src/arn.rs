@@ -15,6 +15,7 @@ pub enum ResourceKind {
     Container,
     Service,
     ServiceDeployment,
+    ServiceRevision,
 }
 
 impl ResourceKind {
@@ -27,6 +28,7 @@ impl ResourceKind {
             Self::Container => "container",
             Self::Service => "service",
             Self::ServiceDeployment => "service-deployment",
+            Self::ServiceRevision => "service-revision",
         }
     }
     fn parse(s: &str) -> Option<Self> {
@@ -38,6 +40,7 @@ impl ResourceKind {
             "container" => Self::Container,
             "service" => Self::Service,
             "service-deployment" => Self::ServiceDeployment,
+            "service-revision" => Self::ServiceRevision,
             _ => return None,
         })
     }
@@ -143,7 +146,19 @@ impl ArnBuilder {
     ) -> String {
         self.build(
             ResourceKind::ServiceDeployment,
-            format_args!("{cluster}/{service}/{id}"),
+            format_args!("{cluster}/{service}/{}", id.number()),
+        )
+    }
+    /// Berth's service revisions are its deployments: one revision per deployment.
+    pub fn service_revision(
+        &self,
+        cluster: &ClusterName,
+        service: &ServiceName,
+        id: &DeploymentId,
+    ) -> String {
+        self.build(
+            ResourceKind::ServiceRevision,
+            format_args!("{cluster}/{service}/{}", id.number()),
         )
     }
     /// The common prefix of every ARN of `kind` in `cluster` (`…:task/<cluster>/`).

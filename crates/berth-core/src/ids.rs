@@ -115,11 +115,35 @@ generated_id!(
     /// The id of a container within a task (the last segment of the container ARN).
     ContainerId
 );
-generated_id!(
-    /// A service deployment's id (`ecs-svc/<digits>`'s digits part is not used; berth's ids
-    /// are the deployment's own).
+string_id!(
+    /// A service deployment's id, `ecs-svc/<19 digits>` as in ECS; it is also the
+    /// `startedBy` of the deployment's tasks.
     DeploymentId
 );
+
+impl DeploymentId {
+    const PREFIX: &'static str = "ecs-svc/";
+
+    /// The deployment id made from a number (berth draws it from its id generator).
+    pub fn from_number(n: u64) -> Self {
+        Self(format!("{}{:019}", Self::PREFIX, n % 10_000_000_000_000_000_000))
+    }
+
+    pub fn new(s: impl Into<String>) -> Result<Self, Error> {
+        let s = s.into();
+        match s.strip_prefix(Self::PREFIX) {
+            Some(digits) if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) => {
+                Ok(Self(s))
+            }
+            _ => Err(Error::invalid(format!("Invalid deployment id '{s}'."))),
+        }
+    }
+
+    /// The digits after `ecs-svc/`, which name the service deployment in its ARN.
+    pub fn number(&self) -> &str {
+        &self.0[Self::PREFIX.len()..]
+    }
+}
 
 /// A task definition revision: `family:revision`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

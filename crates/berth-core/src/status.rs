@@ -209,6 +209,61 @@ wire_enum! {
     }
 }
 
+wire_enum! {
+    ServiceStatus {
+        Active => "ACTIVE",
+        Draining => "DRAINING",
+        Inactive => "INACTIVE",
+    }
+}
+
+wire_enum! {
+    SchedulingStrategy {
+        Replica => "REPLICA",
+        Daemon => "DAEMON",
+    }
+}
+
+wire_enum! {
+    /// A deployment's place in its service (`Deployment.status`).
+    DeploymentStatus {
+        Primary => "PRIMARY",
+        Active => "ACTIVE",
+        Inactive => "INACTIVE",
+    }
+}
+
+wire_enum! {
+    RolloutState {
+        InProgress => "IN_PROGRESS",
+        Completed => "COMPLETED",
+        Failed => "FAILED",
+    }
+}
+
+wire_enum! {
+    /// The newer ServiceDeployment API's status.
+    ServiceDeploymentStatus {
+        Pending => "PENDING",
+        Successful => "SUCCESSFUL",
+        Stopped => "STOPPED",
+        StopRequested => "STOP_REQUESTED",
+        InProgress => "IN_PROGRESS",
+        RollbackRequested => "ROLLBACK_REQUESTED",
+        RollbackInProgress => "ROLLBACK_IN_PROGRESS",
+        RollbackSuccessful => "ROLLBACK_SUCCESSFUL",
+        RollbackFailed => "ROLLBACK_FAILED",
+    }
+}
+
+wire_enum! {
+    PropagateTags {
+        TaskDefinition => "TASK_DEFINITION",
+        Service => "SERVICE",
+        None => "NONE",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

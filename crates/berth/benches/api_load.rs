@@ -65,6 +65,13 @@ struct Client {
 
 impl Client {
     async fn call(&self, action: &str, body: &Value) -> Value {
+        match self.try_call(action, body).await {
+            Ok(v) => v,
+            Err(e) => panic!("{action}: {e}"),
+        }
+    }
+
+    async fn try_call(&self, action: &str, body: &Value) -> Result<Value, String> {
         let resp = self
             .http
             .post(format!("{}/", self.url))
@@ -76,11 +83,14 @@ impl Client {
             .body(body.to_string())
             .send()
             .await
-            .expect("request");
+            .map_err(|e| e.to_string())?;
         let status = resp.status();
-        let v: Value = resp.json().await.expect("json");
-        assert!(status.is_success(), "{action}: {v}");
-        v
+        let v: Value = resp.json().await.map_err(|e| e.to_string())?;
+        if status.is_success() {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
     }
 }
 
@@ -138,6 +148,7 @@ async fn fill(c: &Client, tasks: usize) {
 }
 
 struct Measured {
+    errors: usize,
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -152,21 +163,36 @@ async fn measure(c: &Client, action: &'static str, body: Value, seconds: u64) ->
         let body = Arc::clone(&body);
         handles.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
+            let mut errors = 0;
             while Instant::now() < deadline {
                 let started = Instant::now();
-                c.call(action, &body).await;
-                latencies.push(started.elapsed());
+                match c.try_call(action, &body).await {
+                    Ok(_) => latencies.push(started.elapsed()),
+                    Err(_) => errors += 1,
+                }
             }
-            latencies
+            (latencies, errors)
         }));
     }
     let mut all: Vec<Duration> = Vec::new();
+    let mut errors = 0;
     for h in handles {
-        all.extend(h.await.unwrap());
+        let (l, e) = h.await.unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    if all.is_empty() {
+        return Measured {
+            errors,
+            rps: 0.0,
+            p50_ms: f64::NAN,
+            p99_ms: f64::NAN,
+        };
     }
     all.sort();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
     Measured {
+        errors,
         rps: all.len() as f64 / seconds as f64,
         p50_ms: pct(0.50).as_secs_f64() * 1000.0,
         p99_ms: pct(0.99).as_secs_f64() * 1000.0,
@@ -193,8 +219,8 @@ fn main() {
         .unwrap();
     println!("{CLIENTS} concurrent clients, {seconds} s per cell; half the tasks STOPPED");
     println!();
-    println!("| binary | tasks | operation | req/s | p50 ms | p99 ms |");
-    println!("|---|---:|---|---:|---:|---:|");
+    println!("| binary | tasks | operation | req/s | p50 ms | p99 ms | errors |");
+    println!("|---|---:|---|---:|---:|---:|---:|");
     for size in &sizes {
         for (label, bin) in &binaries {
             let server = start(bin);
@@ -222,8 +248,8 @@ fn main() {
                 ] {
                     let m = measure(&client, action, body, seconds).await;
                     println!(
-                        "| {label} | {size} | {action} | {:.0} | {:.2} | {:.2} |",
-                        m.rps, m.p50_ms, m.p99_ms
+                        "| {label} | {size} | {action} | {:.0} | {:.2} | {:.2} | {} |",
+                        m.rps, m.p50_ms, m.p99_ms, m.errors
                     );
                 }
             });

@@ -14,9 +14,11 @@ use std::time::Duration;
 use anyhow::Context;
 use berth_agent::{Agent, AgentConfig};
 use berth_api::{AppState, ServerLimits};
+use berth_control::services::ServiceSchedulerConfig;
 use berth_control::{ControlConfig, ControlPlane};
 use berth_controllers::gc::StoppedTaskGc;
 use berth_controllers::liveness::Liveness;
+use berth_controllers::services::ServiceScheduler;
 use berth_controllers::{
     CancellationToken, Controller, ControllerConfig, ControllerManager, LeaderElection,
 };
@@ -73,6 +75,10 @@ struct ServerArgs {
     /// Most open client connections (default: three quarters of the open-file limit).
     #[arg(long)]
     max_connections: Option<usize>,
+    /// Seconds a RUNNING service task without health checks runs before it counts as
+    /// healthy in a rollout (ECS: 40).
+    #[arg(long, default_value_t = 40)]
+    service_task_settle_secs: u64,
 }
 
 #[derive(Args, Clone)]
@@ -112,6 +118,10 @@ struct DevArgs {
     /// Host IP that published container ports bind to (loopback keeps a laptop private).
     #[arg(long, default_value = "127.0.0.1")]
     host_bind_ip: String,
+    /// Seconds a RUNNING service task without health checks runs before it counts as
+    /// healthy in a rollout (ECS: 40).
+    #[arg(long, default_value_t = 40)]
+    service_task_settle_secs: u64,
 }
 
 fn parse_attribute(s: &str) -> Result<(String, String), String> {
@@ -164,6 +174,10 @@ async fn start_server(
         },
     );
     let control_plane_id = control.identity().await?;
+    control.services.set_scheduler_config(ServiceSchedulerConfig {
+        unchecked_task_settle: Duration::from_secs(args.service_task_settle_secs),
+        ..Default::default()
+    });
 
     // Background jobs run on the leader only (one server here; the lease makes it safe to
     // run several against one store).
@@ -176,6 +190,11 @@ async fn start_server(
     let manager = ControllerManager::new(election)
         .with(Controller::new(
             Liveness::new(Arc::clone(&control)),
+            Arc::clone(&store),
+            ControllerConfig::default(),
+        ))
+        .with(Controller::new(
+            ServiceScheduler::new(Arc::clone(&control)),
             Arc::clone(&store),
             ControllerConfig::default(),
         ))
@@ -280,6 +299,7 @@ async fn main() -> anyhow::Result<()> {
                 agent_lost_after_secs: 900,
                 stopped_task_retention_secs: 3600,
                 max_connections: None,
+                service_task_settle_secs: args.service_task_settle_secs,
             };
             let server = start_server(&server_args, cancel).await?;
             // A fresh dev cluster has a "default" cluster, like a new ECS account's console.

@@ -4,6 +4,7 @@
 
 mod clusters;
 mod instances;
+pub mod services;
 pub mod parse;
 pub mod render;
 mod tags;
@@ -43,6 +44,16 @@ pub async fn dispatch(
         "DescribeTasks" => output(tasks::describe(cp, body(input)?).await),
         "ListTasks" => output(tasks::list(cp, body(input)?).await),
         "SubmitTaskStateChange" => output(tasks::submit_state_change(cp, body(input)?).await),
+        "CreateService" => output(services::create(cp, body(input)?).await),
+        "UpdateService" => output(services::update(cp, body(input)?).await),
+        "DescribeServices" => output(services::describe(cp, body(input)?).await),
+        "ListServices" => output(services::list(cp, body(input)?).await),
+        "DeleteService" => output(services::delete(cp, body(input)?).await),
+        "ListServiceDeployments" => output(services::list_deployments(cp, body(input)?).await),
+        "DescribeServiceDeployments" => {
+            output(services::describe_deployments(cp, body(input)?).await)
+        }
+        "StopServiceDeployment" => output(services::stop_deployment(cp, body(input)?).await),
         "TagResource" => output(tags::tag(cp, body(input)?).await),
         "UntagResource" => output(tags::untag(cp, body(input)?).await),
         "ListTagsForResource" => output(tags::list(cp, body(input)?).await),
@@ -78,6 +89,14 @@ pub const SERVED: &[&str] = &[
     "DescribeTasks",
     "ListTasks",
     "SubmitTaskStateChange",
+    "CreateService",
+    "UpdateService",
+    "DescribeServices",
+    "ListServices",
+    "DeleteService",
+    "ListServiceDeployments",
+    "DescribeServiceDeployments",
+    "StopServiceDeployment",
     "TagResource",
     "UntagResource",
     "ListTagsForResource",

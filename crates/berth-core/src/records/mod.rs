@@ -3,11 +3,16 @@
 
 mod cluster;
 mod instance;
+mod service;
 mod task;
 mod task_definition;
 
 pub use cluster::ClusterRecord;
 pub use instance::{AgentBinding, InstanceRecord, VersionInfo};
+pub use service::{
+    CircuitBreaker, Deployment, DeploymentConfig, ServiceDeploymentRecord, ServiceEvent,
+    ServiceRecord, ServiceSpec, MAX_SERVICE_EVENTS,
+};
 pub use task::{
     ContainerDesired, ContainerObserved, ContainerOverrideSpec, ContainerReport, NetworkBinding,
     StopOrder, TaskDesired, TaskObserved, TaskOverrides, TaskRecord, TaskReport,
