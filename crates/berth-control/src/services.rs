@@ -922,16 +922,22 @@ impl Services {
             .spec
             .health_check_grace_period_secs
             .map(|s| Duration::from_secs(u64::from(s)));
-        let candidates = candidates(ctx, view, cluster).await?;
         let launch_blocked = primary.rollout_state == RolloutState::Failed
             || service.status == ServiceStatus::Draining;
         let plan = match service.spec.scheduling_strategy {
             SchedulingStrategy::Replica => {
-                let draining: BTreeSet<InstanceId> = candidates
-                    .iter()
-                    .filter(|c| c.record.status == InstanceStatus::Draining)
-                    .map(|c| c.record.id.clone())
-                    .collect();
+                // Only the instances the service's tasks are on matter here (the launch
+                // path reads the whole cluster when it places).
+                let mut draining: BTreeSet<InstanceId> = BTreeSet::new();
+                let hosts: BTreeSet<&InstanceId> = observed.tasks.iter().map(|t| &t.instance).collect();
+                for host in hosts {
+                    let record = view
+                        .get_json::<berth_core::records::InstanceRecord>(&keys::instance(cluster, host))
+                        .await?;
+                    if record.is_some_and(|(i, _)| i.status == InstanceStatus::Draining) {
+                        draining.insert(host.clone());
+                    }
+                }
                 rollout::replica(&rollout::Replica {
                     desired: service.spec.desired_count,
                     minimum_healthy_percent: if service.status == ServiceStatus::Draining {
@@ -952,6 +958,7 @@ impl Services {
                 let eligible = if service.status == ServiceStatus::Draining {
                     BTreeSet::new()
                 } else {
+                    let candidates = candidates(ctx, view, cluster).await?;
                     daemon_eligible(&candidates, &primary.placement_constraints)?
                 };
                 service.spec.desired_count = eligible.len() as u32;
