@@ -450,7 +450,8 @@ pub async fn list(
             &cluster,
             launch_type,
             strategy,
-            &parse::page(&req.next_token, req.max_results),
+            // ECS returns 10 services per page unless asked for more.
+            &parse::page(&req.next_token, req.max_results.or(Some(10))),
         )
         .await?;
     Ok(ecs::ListServicesResponse {
