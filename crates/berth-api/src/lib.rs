@@ -103,7 +103,12 @@ async fn aws_endpoint(
     };
     let result = if prefix == ecs::TARGET_PREFIX {
         tracing::debug!(%operation, "ecs request");
-        ecs::dispatch(&state.control, operation, &body).await
+        let endpoint = headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .map(|h| format!("http://{h}/"))
+            .unwrap_or_default();
+        ecs::dispatch(&state.control, &endpoint, operation, &body).await
     } else {
         Err(Error::new(
             ErrorKind::UnknownOperation,

@@ -33,6 +33,7 @@ pub struct ClusterCounts {
     pub running_tasks: u32,
     pub pending_tasks: u32,
     pub active_services: u32,
+    pub draining_services: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -96,14 +97,35 @@ async fn counts<V: ReadView + ?Sized>(
         counts.running_tasks = counts.running_tasks.saturating_add(usage.running);
         counts.pending_tasks = counts.pending_tasks.saturating_add(usage.pending);
     }
-    counts.active_services = view
+    for (_, service, _) in view
         .scan_json::<ServiceRecord>(&keys::services_of(name))
         .await
         .map_err(store_failure)?
-        .iter()
-        .filter(|(_, s, _)| s.status == ServiceStatus::Active)
-        .count() as u32;
+    {
+        match service.status {
+            ServiceStatus::Active => counts.active_services += 1,
+            ServiceStatus::Draining => counts.draining_services += 1,
+            ServiceStatus::Inactive => {}
+        }
+    }
     Ok(counts)
+}
+
+/// A cluster setting ECS knows, with a value it allows.
+pub fn validate_setting(s: &NameValue) -> Result<(), Error> {
+    if s.name != "containerInsights" {
+        return Err(Error::invalid(format!(
+            "Invalid cluster setting name '{}'. Valid values: containerInsights.",
+            s.name
+        )));
+    }
+    match s.value.as_deref() {
+        Some("enabled" | "disabled" | "enhanced") => Ok(()),
+        other => Err(Error::invalid(format!(
+            "Invalid value '{}' for the containerInsights cluster setting. Valid values: enabled, disabled, enhanced.",
+            other.unwrap_or_default()
+        ))),
+    }
 }
 
 impl Clusters {
@@ -132,6 +154,9 @@ impl Clusters {
             None => ClusterName::new("default")?,
         };
         tags::validate(&req.tags)?;
+        for s in &req.settings {
+            validate_setting(s)?;
+        }
         let arn = self.ctx.arns.cluster(&name);
         let record = with_retries(|| async {
             let key = keys::cluster(&name);
@@ -143,9 +168,13 @@ impl Clusters {
                 }
             }
             let settings = if req.settings.is_empty() {
+                // A new cluster takes the account's containerInsights setting.
+                let insights = crate::account_settings::AccountSettings::new(Arc::clone(&self.ctx))
+                    .effective(&self.ctx.arns.account_root(), "containerInsights")
+                    .await?;
                 vec![NameValue {
                     name: "containerInsights".into(),
-                    value: Some("disabled".into()),
+                    value: Some(insights.value),
                 }]
             } else {
                 req.settings.clone()
@@ -224,6 +253,46 @@ impl Clusters {
     /// The ACTIVE cluster, or ClusterNotFoundException.
     pub async fn get_active(&self, name: &ClusterName) -> Result<ClusterRecord, Error> {
         with_retries(|| async { Ok(active(self.ctx.store.as_ref(), name).await?.0) }).await
+    }
+
+    /// UpdateCluster / UpdateClusterSettings: what is given replaces what was there.
+    pub async fn update(
+        &self,
+        name: &ClusterName,
+        settings: Option<Vec<NameValue>>,
+        configuration: Option<Value>,
+        service_connect_defaults: Option<Value>,
+    ) -> Result<ClusterView, Error> {
+        for s in settings.iter().flatten() {
+            validate_setting(s)?;
+        }
+        let record = with_retries(|| async {
+            let store = self.ctx.store.as_ref();
+            let (mut cluster, rev) = active(store, name).await?;
+            if let Some(given) = &settings {
+                for s in given {
+                    match cluster.settings.iter_mut().find(|c| c.name == s.name) {
+                        Some(existing) => existing.value.clone_from(&s.value),
+                        None => cluster.settings.push(s.clone()),
+                    }
+                }
+            }
+            if configuration.is_some() {
+                cluster.configuration.clone_from(&configuration);
+            }
+            if service_connect_defaults.is_some() {
+                cluster
+                    .service_connect_defaults
+                    .clone_from(&service_connect_defaults);
+            }
+            let key = keys::cluster(name);
+            store
+                .commit(Txn::new().require_revision(&key, rev).put_json(&key, &cluster))
+                .await?;
+            Ok(cluster)
+        })
+        .await?;
+        self.view(record, false).await
     }
 
     pub async fn delete(&self, name: &ClusterName) -> Result<ClusterView, Error> {

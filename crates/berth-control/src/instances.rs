@@ -435,6 +435,245 @@ impl Instances {
     }
 }
 
+/// ECS allows 10 custom attributes per resource.
+pub const MAX_CUSTOM_ATTRIBUTES: usize = 10;
+
+fn valid_attribute_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/' | '.'))
+}
+
+fn valid_attribute_value(value: &str) -> bool {
+    value.len() <= 128
+        && value == value.trim()
+        && value.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | '/' | '\\' | ':' | ' ')
+        })
+}
+
+/// One attribute of one instance (PutAttributes/DeleteAttributes/ListAttributes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceAttribute {
+    pub instance: InstanceId,
+    pub name: String,
+    pub value: Option<String>,
+}
+
+impl Instances {
+    /// PutAttributes: adds or replaces custom attributes (placement sees them at once).
+    pub async fn put_attributes(
+        &self,
+        cluster: &ClusterName,
+        attributes: &[InstanceAttribute],
+    ) -> Result<(), Error> {
+        for a in attributes {
+            if !valid_attribute_name(&a.name) {
+                return Err(Error::invalid(format!(
+                    "Attribute name '{}' is invalid: up to 128 letters, numbers, hyphens, underscores, slashes and periods.",
+                    a.name
+                )));
+            }
+            if a.name.to_ascii_lowercase().starts_with("ecs.") {
+                return Err(Error::invalid(format!(
+                    "Attribute '{}' is a built-in attribute and cannot be changed.",
+                    a.name
+                )));
+            }
+            if a.value.as_deref().is_some_and(|v| !valid_attribute_value(v)) {
+                return Err(Error::invalid(format!(
+                    "Attribute value for '{}' is invalid: up to 128 letters, numbers, hyphens, underscores, periods, at signs, slashes, colons and inner spaces.",
+                    a.name
+                )));
+            }
+        }
+        self.change_attributes(cluster, attributes, true).await
+    }
+
+    /// DeleteAttributes: removes custom attributes.
+    pub async fn delete_attributes(
+        &self,
+        cluster: &ClusterName,
+        attributes: &[InstanceAttribute],
+    ) -> Result<(), Error> {
+        self.change_attributes(cluster, attributes, false).await
+    }
+
+    async fn change_attributes(
+        &self,
+        cluster: &ClusterName,
+        attributes: &[InstanceAttribute],
+        put: bool,
+    ) -> Result<(), Error> {
+        let ctx = &self.ctx;
+        with_retries(|| async {
+            let snapshot = ctx.store.snapshot().await?;
+            let view = snapshot.as_ref();
+            clusters::active(view, cluster).await?;
+            let mut changed: std::collections::BTreeMap<InstanceId, (InstanceRecord, u64)> =
+                std::collections::BTreeMap::new();
+            for a in attributes {
+                if !changed.contains_key(&a.instance) {
+                    let found = view
+                        .get_json::<InstanceRecord>(&keys::instance(cluster, &a.instance))
+                        .await?
+                        .filter(|(i, _)| i.is_registered())
+                        .ok_or_else(|| {
+                            Error::new(
+                                berth_core::ErrorKind::TargetNotFound,
+                                format!(
+                                    "Could not find container instance {} in cluster {cluster}.",
+                                    a.instance
+                                ),
+                            )
+                        })?;
+                    changed.insert(a.instance.clone(), found);
+                }
+                let (record, _) = changed.get_mut(&a.instance).expect("just inserted");
+                if put {
+                    record.set_attribute(&a.name, a.value.clone());
+                    let custom = record
+                        .attributes
+                        .iter()
+                        .filter(|x| !x.name.starts_with("ecs."))
+                        .count();
+                    if custom > MAX_CUSTOM_ATTRIBUTES {
+                        return Err(Error::new(
+                            berth_core::ErrorKind::AttributeLimitExceeded,
+                            format!(
+                                "You can apply up to {MAX_CUSTOM_ATTRIBUTES} custom attributes to a resource."
+                            ),
+                        )
+                        .into());
+                    }
+                } else if !a.name.starts_with("ecs.") {
+                    record.attributes.retain(|x| x.name != a.name);
+                }
+            }
+            let mut txn = clusters::bump_placement_token(view, cluster, Txn::new()).await?;
+            for (id, (mut record, rev)) in changed {
+                record.version += 1;
+                let key = keys::instance(cluster, &id);
+                txn = txn.require_revision(&key, rev).put_json(&key, &record);
+            }
+            ctx.store.commit(txn).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// ListAttributes: every attribute of the cluster's registered instances, optionally
+    /// only those with a name (and value).
+    pub async fn list_attributes(
+        &self,
+        cluster: &ClusterName,
+        name: Option<&str>,
+        value: Option<&str>,
+    ) -> Result<Vec<InstanceAttribute>, Error> {
+        let store = self.ctx.store.as_ref();
+        with_retries(|| async { clusters::active(store, cluster).await }).await?;
+        let mut out = Vec::new();
+        for (_, i, _) in store
+            .scan_json::<InstanceRecord>(&keys::instances_of(cluster))
+            .await
+            .map_err(store_failure)?
+        {
+            if !i.is_registered() {
+                continue;
+            }
+            for a in &i.attributes {
+                if name.is_some_and(|n| n != a.name) || value.is_some_and(|v| Some(v) != a.value.as_deref()) {
+                    continue;
+                }
+                out.push(InstanceAttribute {
+                    instance: i.id.clone(),
+                    name: a.name.clone(),
+                    value: a.value.clone(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// UpdateContainerInstancesState: ACTIVE or DRAINING. A DRAINING instance gets no new
+    /// tasks, and services replace theirs elsewhere.
+    pub async fn update_state(
+        &self,
+        cluster: &ClusterName,
+        ids: &[InstanceId],
+        status: InstanceStatus,
+    ) -> Result<Vec<Result<InstanceView, InstanceId>>, Error> {
+        if !matches!(status, InstanceStatus::Active | InstanceStatus::Draining) {
+            return Err(Error::invalid(
+                "Container instances can only be set to ACTIVE or DRAINING.",
+            ));
+        }
+        let ctx = &self.ctx;
+        let records = with_retries(|| async {
+            let snapshot = ctx.store.snapshot().await?;
+            let view = snapshot.as_ref();
+            clusters::active(view, cluster).await?;
+            let mut txn = clusters::bump_placement_token(view, cluster, Txn::new()).await?;
+            let mut out = Vec::new();
+            for id in crate::dedup(ids) {
+                let key = keys::instance(cluster, &id);
+                match view.get_json::<InstanceRecord>(&key).await?.filter(|(i, _)| i.is_registered()) {
+                    Some((mut record, rev)) => {
+                        if record.status != status {
+                            record.status = status;
+                            record.version += 1;
+                            txn = txn.require_revision(&key, rev).put_json(&key, &record);
+                        }
+                        out.push(Ok(record));
+                    }
+                    None => out.push(Err(id)),
+                }
+            }
+            ctx.store.commit(txn).await?;
+            Ok(out)
+        })
+        .await?;
+        let mut out = Vec::new();
+        for r in records {
+            out.push(match r {
+                Ok(record) => {
+                    tracing::info!(instance = %record.id, %cluster, status = %status, "container instance state changed");
+                    Ok(self.view(record, false).await?)
+                }
+                Err(id) => Err(id),
+            });
+        }
+        Ok(out)
+    }
+
+    /// UpdateContainerAgent: berth's agents are updated with berth itself, so there is never
+    /// a newer agent to install (ECS's answer when the agent is up to date).
+    pub async fn update_agent(&self, cluster: &ClusterName, id: &InstanceId) -> Result<InstanceView, Error> {
+        let store = self.ctx.store.as_ref();
+        with_retries(|| async { clusters::active(store, cluster).await }).await?;
+        let record = self
+            .get(cluster, id)
+            .await?
+            .filter(InstanceRecord::is_registered)
+            .ok_or_else(|| Error::invalid(format!("Container instance {id} not found in cluster {cluster}.")))?;
+        if record.version_info.agent_version.is_none() {
+            return Err(Error::new(
+                berth_core::ErrorKind::MissingVersion,
+                "The container instance has no agent version information.",
+            ));
+        }
+        Err(Error::new(
+            berth_core::ErrorKind::NoUpdateAvailable,
+            format!(
+                "There is no update available for your container agent: {} is the newest berth agent.",
+                record.version_info.agent_version.as_deref().unwrap_or_default()
+            ),
+        ))
+    }
+}
+
 fn lost_reason(record: &InstanceRecord, since: Timestamp, now: Timestamp) -> String {
     format!(
         "Host EC2 (instance {}) is unreachable: its agent has been disconnected for {} s",

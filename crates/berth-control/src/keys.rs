@@ -20,6 +20,7 @@
 //! sg/<cluster>/<service>               the service's task generation (reconcile guard)
 //! sd/<cluster>/<service>/<number>      ServiceDeploymentRecord (deployment history)
 //! tags/<arn>                           the resource's tags
+//! as/<principal>/<setting>             account settings
 //! meta/<name>                          server-wide facts (identity)
 //! ```
 
@@ -133,6 +134,10 @@ pub fn service_deployments_of(cluster: &ClusterName, name: &ServiceName) -> Stri
 
 pub fn tags(arn: &str) -> String {
     format!("tags/{arn}")
+}
+
+pub fn account_setting(principal: &str, name: &str) -> String {
+    format!("as/{}/{name}", escape(principal))
 }
 
 pub fn meta(name: &str) -> String {

@@ -556,6 +556,7 @@ impl Launcher {
                     .map(str::to_string),
                 enable_execute_command: spec.enable_execute_command,
                 stop: None,
+                protected_until: None,
             },
             observed: TaskObserved {
                 status: TaskStatus::Provisioning,

@@ -4,6 +4,7 @@
 //!
 //! Operations take typed inputs (parsed at the API edge) and return typed records.
 
+pub mod account_settings;
 pub mod agents;
 pub mod clusters;
 pub mod instances;
@@ -93,6 +94,7 @@ pub struct ControlPlane {
     pub launcher: launch::Launcher,
     pub agents: agents::Agents,
     pub services: services::Services,
+    pub account_settings: account_settings::AccountSettings,
     pub tags: tags::Tags,
 }
 
@@ -128,6 +130,7 @@ impl ControlPlane {
             launcher: launch::Launcher::new(Arc::clone(&ctx)),
             agents: agents::Agents::new(Arc::clone(&ctx)),
             services: services::Services::new(Arc::clone(&ctx)),
+            account_settings: account_settings::AccountSettings::new(Arc::clone(&ctx)),
             tags: tags::Tags::new(Arc::clone(&ctx)),
             ctx,
         })

@@ -29,6 +29,9 @@ pub struct TaskView {
     pub checked: bool,
     pub started_at: Option<Timestamp>,
     pub created_at: Timestamp,
+    /// Scale-in protection is on (UpdateTaskProtection).
+    pub protected: bool,
+    pub protected_until: Option<Timestamp>,
 }
 
 impl TaskView {
@@ -117,14 +120,21 @@ pub fn replica(s: &Replica<'_>) -> Plan {
     let mut primary: Vec<&TaskView> = wanted.iter().copied().filter(|t| is_primary(t)).collect();
     let old: Vec<&TaskView> = wanted.iter().copied().filter(|t| !is_primary(t)).collect();
 
-    // Scale-in: the primary has more than wanted.
+    // Scale-in: the primary has more than wanted. Protected tasks are left alone.
     if primary.len() > desired as usize {
         primary.sort_by(keep_order);
-        let excess = primary.len() - desired as usize;
-        for t in primary.drain(..excess) {
-            plan.stop.push((t.id.clone(), StopCause::Scaling));
-            stopping.insert(&t.id);
+        let mut excess = primary.len() - desired as usize;
+        let mut kept = Vec::with_capacity(primary.len());
+        for t in primary {
+            if excess > 0 && !t.protected {
+                excess -= 1;
+                plan.stop.push((t.id.clone(), StopCause::Scaling));
+                stopping.insert(&t.id);
+            } else {
+                kept.push(t);
+            }
         }
+        primary = kept;
     }
     // Everything still running or starting counts against the maximum, including tasks
     // already on their way down.
@@ -226,6 +236,8 @@ mod tests {
             checked: true,
             started_at: Some(Timestamp::from_millis(0)),
             created_at: Timestamp::from_millis(id.len() as i64),
+            protected: false,
+            protected_until: None,
         }
     }
 
@@ -322,6 +334,20 @@ mod tests {
         assert_eq!(plan.launch, 0);
         let gone = replica_plan(0, 100, 200, &tasks);
         assert_eq!(gone.stop.len(), 3);
+    }
+
+    #[test]
+    fn scale_in_skips_protected_tasks() {
+        let mut tasks = vec![
+            task("a", 2, Running, Healthy),
+            task("bb", 2, Running, Healthy),
+            task("ccc", 2, Running, Healthy),
+        ];
+        tasks[2].protected = true;
+        tasks[1].protected = true;
+        let plan = replica_plan(1, 100, 200, &tasks);
+        let stopped: Vec<&str> = plan.stop.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(stopped, vec!["a"], "the only unprotected one");
     }
 
     #[test]

@@ -622,7 +622,7 @@ impl Services {
                 .into_iter()
                 .map(|(_, d, _)| d)
                 .collect();
-            all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+            all.sort_by_key(|d| std::cmp::Reverse(d.created_at));
             Ok(all)
         })
         .await
@@ -866,6 +866,8 @@ impl Services {
                     checked: true,
                     started_at: t.observed.started_at,
                     created_at: t.created_at,
+                    protected: t.desired.protected_until.is_some_and(|until| until > now),
+                    protected_until: t.desired.protected_until,
                 });
             }
         }
@@ -1007,7 +1009,7 @@ impl Services {
                 }
             }
             txn = txn.merge(batch.finish());
-            if !txn.is_empty() && !(unhealthy.is_empty() && scaled.is_empty()) {
+            if !unhealthy.is_empty() || !scaled.is_empty() {
                 ctx.store.commit(txn).await?;
                 changed_tasks = true;
                 for id in &unhealthy {
@@ -1159,6 +1161,17 @@ impl Services {
             if observed.tasks.iter().any(|t| t.started_at.is_some_and(|s| now.since(s) < g)) {
                 next_look = Some(next_look.map_or(Duration::from_secs(2), |d| d.min(Duration::from_secs(2))));
             }
+        }
+        // Scale-in protection that runs out may let the scheduler act.
+        let protection_ends = observed
+            .tasks
+            .iter()
+            .filter_map(|t| t.protected_until)
+            .filter(|until| *until > now)
+            .map(|until| until.since(now))
+            .min();
+        if let Some(after) = protection_ends {
+            next_look = Some(next_look.map_or(after, |d| d.min(after)));
         }
         if service.status == ServiceStatus::Active && service.is_stable() {
             let repeat = config.steady_state_repeat;

@@ -266,6 +266,58 @@ impl TaskDefinitions {
         })
     }
 
+    /// DeleteTaskDefinitions: an INACTIVE revision moves to DELETE_IN_PROGRESS (ECS deletes
+    /// it once nothing uses it); an ACTIVE one is a failure.
+    pub async fn delete(
+        &self,
+        ids: &[TaskDefinitionId],
+    ) -> Result<Vec<Result<TaskDefinitionRecord, (TaskDefinitionId, String)>>, Error> {
+        let mut out = Vec::new();
+        for id in crate::dedup(ids) {
+            let result = with_retries(|| async {
+                let key = keys::task_definition(&id);
+                let Some((mut record, rev)) =
+                    self.ctx.store.get_json::<TaskDefinitionRecord>(&key).await?
+                else {
+                    return Ok(Err((id.clone(), "The specified task definition does not exist.".to_string())));
+                };
+                match record.status {
+                    TaskDefinitionStatus::Active => Ok(Err((
+                        id.clone(),
+                        "The specified task definition is still in ACTIVE status. Please deregister the target and try again.".to_string(),
+                    ))),
+                    TaskDefinitionStatus::DeleteInProgress => Ok(Ok(record)),
+                    TaskDefinitionStatus::Inactive => {
+                        record.status = TaskDefinitionStatus::DeleteInProgress;
+                        self.ctx
+                            .store
+                            .commit(
+                                Txn::new()
+                                    .require_revision(&key, rev)
+                                    .put_json(&key, &record)
+                                    .delete(keys::task_definition_status(
+                                        TaskDefinitionStatus::Inactive,
+                                        &id,
+                                    ))
+                                    .put_raw(
+                                        keys::task_definition_status(
+                                            TaskDefinitionStatus::DeleteInProgress,
+                                            &id,
+                                        ),
+                                        Vec::new(),
+                                    ),
+                            )
+                            .await?;
+                        Ok(Ok(record))
+                    }
+                }
+            })
+            .await?;
+            out.push(result);
+        }
+        Ok(out)
+    }
+
     pub async fn deregister(&self, id: &TaskDefinitionId) -> Result<TaskDefinitionRecord, Error> {
         with_retries(|| async {
             let key = keys::task_definition(id);

@@ -395,6 +395,53 @@ impl Tasks {
         .await
     }
 
+    /// UpdateTaskProtection: protects (or unprotects) tasks from scale-in for
+    /// `expires_in_minutes` (ECS: default 120, at most 2880). Unknown or stopped tasks are
+    /// failures.
+    pub async fn set_protection(
+        &self,
+        cluster: &ClusterName,
+        ids: &[TaskId],
+        enabled: bool,
+        expires_in_minutes: Option<u32>,
+    ) -> Result<Vec<Result<TaskRecord, (TaskId, &'static str)>>, Error> {
+        let minutes = expires_in_minutes.unwrap_or(120);
+        if enabled && !(1..=2880).contains(&minutes) {
+            return Err(Error::invalid(
+                "expiresInMinutes must be between 1 and 2880.",
+            ));
+        }
+        let mut out = Vec::new();
+        for id in crate::dedup(ids) {
+            let result = with_retries(|| async {
+                let store = self.ctx.store.as_ref();
+                clusters::active(store, cluster).await?;
+                let Some((before, rev)) = store
+                    .get_json::<TaskRecord>(&keys::task(cluster, &id))
+                    .await?
+                else {
+                    return Ok(Err((id.clone(), "MISSING")));
+                };
+                if !before.is_live() || before.wants_stop() {
+                    return Ok(Err((id.clone(), "TASK_NOT_VALID")));
+                }
+                let mut after = before.clone();
+                after.desired.protected_until = enabled
+                    .then(|| self.ctx.now().plus(std::time::Duration::from_secs(u64::from(minutes) * 60)));
+                if after != before {
+                    after.version += 1;
+                    let mut batch = TaskBatch::new(store, Txn::new());
+                    batch.update(&before, rev, &after).await?;
+                    store.commit(batch.finish()).await?;
+                }
+                Ok(Ok(after))
+            })
+            .await?;
+            out.push(result);
+        }
+        Ok(out)
+    }
+
     /// SubmitTaskStateChange through the ECS API: accepted only for tasks on instances that
     /// no berth agent owns (API-registered instances); an agent's tasks are reported over
     /// the agent channel, authenticated as that agent.

@@ -24,6 +24,8 @@ pub enum ErrorKind {
     AccessDenied,
     Conflict,
     LimitExceeded,
+    NoUpdateAvailable,
+    MissingVersion,
     Server,
     /// The request names an operation the service does not have.
     UnknownOperation,
@@ -55,6 +57,8 @@ impl ErrorKind {
             Self::AccessDenied => "AccessDeniedException",
             Self::Conflict => "ConflictException",
             Self::LimitExceeded => "LimitExceededException",
+            Self::NoUpdateAvailable => "NoUpdateAvailableException",
+            Self::MissingVersion => "MissingVersionException",
             Self::Server => "ServerException",
             Self::UnknownOperation => "UnknownOperationException",
             Self::Serialization => "SerializationException",

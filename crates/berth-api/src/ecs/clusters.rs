@@ -5,6 +5,7 @@ use berth_core::records::NameValue;
 use berth_core::Error;
 use berth_wire::ecs;
 
+use super::render::ClusterInclude;
 use super::{parse, render};
 
 fn to_value<T: serde::Serialize>(v: &Option<T>) -> Option<serde_json::Value> {
@@ -46,7 +47,7 @@ pub async fn create(
         })
         .await?;
     Ok(ecs::CreateClusterResponse {
-        cluster: Some(render::cluster(cp.arns(), &view)),
+        cluster: Some(render::cluster(cp.arns(), &view, ClusterInclude::WRITE)),
     })
 }
 
@@ -72,6 +73,12 @@ pub async fn describe(
         .clusters
         .describe(&names, parse::includes(&req.include, "TAGS"))
         .await?;
+    let include = ClusterInclude {
+        attachments: parse::includes(&req.include, "ATTACHMENTS"),
+        configurations: parse::includes(&req.include, "CONFIGURATIONS"),
+        settings: parse::includes(&req.include, "SETTINGS"),
+        statistics: parse::includes(&req.include, "STATISTICS"),
+    };
     let mut out = ecs::DescribeClustersResponse {
         clusters: Some(vec![]),
         failures: Some(vec![]),
@@ -81,7 +88,7 @@ pub async fn describe(
             Ok(view) => out
                 .clusters
                 .get_or_insert_with(Vec::new)
-                .push(render::cluster(cp.arns(), &view)),
+                .push(render::cluster(cp.arns(), &view, include)),
             Err(name) => out
                 .failures
                 .get_or_insert_with(Vec::new)
@@ -112,6 +119,51 @@ pub async fn delete(
     parse::required(&req.cluster, "cluster")?;
     let view = cp.clusters.delete(&parse::cluster(&req.cluster)?).await?;
     Ok(ecs::DeleteClusterResponse {
-        cluster: Some(render::cluster(cp.arns(), &view)),
+        cluster: Some(render::cluster(cp.arns(), &view, ClusterInclude::WRITE)),
+    })
+}
+
+fn settings(given: &Option<Vec<ecs::ClusterSetting>>) -> Option<Vec<NameValue>> {
+    given.as_ref().map(|list| {
+        list.iter()
+            .map(|s| NameValue {
+                name: s.name.clone().unwrap_or_default(),
+                value: s.value.clone(),
+            })
+            .collect()
+    })
+}
+
+pub async fn update(
+    cp: &ControlPlane,
+    req: ecs::UpdateClusterRequest,
+) -> Result<ecs::UpdateClusterResponse, Error> {
+    parse::required(&req.cluster, "cluster")?;
+    let view = cp
+        .clusters
+        .update(
+            &parse::cluster(&req.cluster)?,
+            settings(&req.settings),
+            to_value(&req.configuration),
+            to_value(&req.service_connect_defaults),
+        )
+        .await?;
+    Ok(ecs::UpdateClusterResponse {
+        cluster: Some(render::cluster(cp.arns(), &view, ClusterInclude::WRITE)),
+    })
+}
+
+pub async fn update_settings(
+    cp: &ControlPlane,
+    req: ecs::UpdateClusterSettingsRequest,
+) -> Result<ecs::UpdateClusterSettingsResponse, Error> {
+    parse::required(&req.cluster, "cluster")?;
+    let given = settings(&req.settings).ok_or_else(|| Error::invalid("settings is required."))?;
+    let view = cp
+        .clusters
+        .update(&parse::cluster(&req.cluster)?, Some(given), None, None)
+        .await?;
+    Ok(ecs::UpdateClusterSettingsResponse {
+        cluster: Some(render::cluster(cp.arns(), &view, ClusterInclude::WRITE)),
     })
 }

@@ -2,6 +2,7 @@
 //! each parses its requests into berth's typed domain, calls the control plane and renders
 //! the result as ECS documents.
 
+mod account;
 mod clusters;
 mod instances;
 pub mod services;
@@ -21,6 +22,7 @@ pub use berth_wire::ecs::TARGET_PREFIX;
 /// Runs one ECS operation on a JSON body.
 pub async fn dispatch(
     cp: &ControlPlane,
+    endpoint: &str,
     operation: &str,
     input: &[u8],
 ) -> Result<serde_json::Value, Error> {
@@ -29,6 +31,8 @@ pub async fn dispatch(
         "DescribeClusters" => output(clusters::describe(cp, body(input)?).await),
         "ListClusters" => output(clusters::list(cp, body(input)?).await),
         "DeleteCluster" => output(clusters::delete(cp, body(input)?).await),
+        "UpdateCluster" => output(clusters::update(cp, body(input)?).await),
+        "UpdateClusterSettings" => output(clusters::update_settings(cp, body(input)?).await),
         "RegisterTaskDefinition" => output(task_definitions::register(cp, body(input)?).await),
         "DescribeTaskDefinition" => output(task_definitions::describe(cp, body(input)?).await),
         "ListTaskDefinitions" => output(task_definitions::list(cp, body(input)?).await),
@@ -54,6 +58,31 @@ pub async fn dispatch(
             output(services::describe_deployments(cp, body(input)?).await)
         }
         "StopServiceDeployment" => output(services::stop_deployment(cp, body(input)?).await),
+        "PutAccountSetting" => output(account::put_setting(cp, body(input)?).await),
+        "PutAccountSettingDefault" => output(account::put_setting_default(cp, body(input)?).await),
+        "DeleteAccountSetting" => output(account::delete_setting(cp, body(input)?).await),
+        "ListAccountSettings" => output(account::list_settings(cp, body(input)?).await),
+        "PutAttributes" => output(account::put_attributes(cp, body(input)?).await),
+        "DeleteAttributes" => output(account::delete_attributes(cp, body(input)?).await),
+        "ListAttributes" => output(account::list_attributes(cp, body(input)?).await),
+        "UpdateContainerInstancesState" => {
+            output(account::update_instances_state(cp, body(input)?).await)
+        }
+        "UpdateContainerAgent" => output(account::update_agent(cp, body(input)?).await),
+        "UpdateTaskProtection" => output(account::update_task_protection(cp, body(input)?).await),
+        "GetTaskProtection" => output(account::get_task_protection(cp, body(input)?).await),
+        "DeleteTaskDefinitions" => {
+            output(account::delete_task_definitions(cp, body(input)?).await)
+        }
+        "DiscoverPollEndpoint" => {
+            output(account::discover_poll_endpoint(endpoint, body(input)?).await)
+        }
+        "SubmitContainerStateChange" => {
+            output(account::submit_container_state_change(cp, body(input)?).await)
+        }
+        "SubmitAttachmentStateChanges" => {
+            output(account::submit_attachment_state_changes(cp, body(input)?).await)
+        }
         "TagResource" => output(tags::tag(cp, body(input)?).await),
         "UntagResource" => output(tags::untag(cp, body(input)?).await),
         "ListTagsForResource" => output(tags::list(cp, body(input)?).await),
@@ -74,6 +103,8 @@ pub const SERVED: &[&str] = &[
     "DescribeClusters",
     "ListClusters",
     "DeleteCluster",
+    "UpdateCluster",
+    "UpdateClusterSettings",
     "RegisterTaskDefinition",
     "DescribeTaskDefinition",
     "ListTaskDefinitions",
@@ -97,6 +128,21 @@ pub const SERVED: &[&str] = &[
     "ListServiceDeployments",
     "DescribeServiceDeployments",
     "StopServiceDeployment",
+    "PutAccountSetting",
+    "PutAccountSettingDefault",
+    "DeleteAccountSetting",
+    "ListAccountSettings",
+    "PutAttributes",
+    "DeleteAttributes",
+    "ListAttributes",
+    "UpdateContainerInstancesState",
+    "UpdateContainerAgent",
+    "UpdateTaskProtection",
+    "GetTaskProtection",
+    "DeleteTaskDefinitions",
+    "DiscoverPollEndpoint",
+    "SubmitContainerStateChange",
+    "SubmitAttachmentStateChanges",
     "TagResource",
     "UntagResource",
     "ListTagsForResource",

@@ -54,31 +54,72 @@ pub fn launch_failure(f: &LaunchFailure) -> ecs::Failure {
     }
 }
 
-pub fn cluster(arns: &ArnBuilder, view: &ClusterView) -> ecs::Cluster {
+/// Which optional members of a cluster to return (DescribeClusters `include`); the
+/// responses of CreateCluster/UpdateCluster/DeleteCluster carry settings and configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClusterInclude {
+    pub attachments: bool,
+    pub configurations: bool,
+    pub settings: bool,
+    pub statistics: bool,
+}
+
+impl ClusterInclude {
+    pub const WRITE: Self = Self {
+        attachments: false,
+        configurations: true,
+        settings: true,
+        statistics: false,
+    };
+}
+
+fn statistic(name: &str, value: u32) -> ecs::KeyValuePair {
+    ecs::KeyValuePair {
+        name: Some(name.into()),
+        value: Some(value.to_string()),
+    }
+}
+
+pub fn cluster(arns: &ArnBuilder, view: &ClusterView, include: ClusterInclude) -> ecs::Cluster {
     let r = &view.record;
+    let c = &view.counts;
     ecs::Cluster {
         cluster_arn: Some(arns.cluster(&r.name)),
         cluster_name: Some(r.name.to_string()),
-        configuration: r
-            .configuration
-            .clone()
-            .and_then(|c| serde_json::from_value(c).ok()),
+        configuration: include
+            .configurations
+            .then(|| r.configuration.clone().and_then(|c| serde_json::from_value(c).ok()))
+            .flatten(),
         status: Some(r.status.as_str().to_string()),
-        registered_container_instances_count: Some(view.counts.registered_instances as i32),
-        running_tasks_count: Some(view.counts.running_tasks as i32),
-        pending_tasks_count: Some(view.counts.pending_tasks as i32),
-        active_services_count: Some(view.counts.active_services as i32),
-        statistics: Some(vec![]),
+        registered_container_instances_count: Some(c.registered_instances as i32),
+        running_tasks_count: Some(c.running_tasks as i32),
+        pending_tasks_count: Some(c.pending_tasks as i32),
+        active_services_count: Some(c.active_services as i32),
+        // berth's tasks all use the EC2 launch type.
+        statistics: Some(if include.statistics {
+            vec![
+                statistic("runningEC2TasksCount", c.running_tasks),
+                statistic("runningFargateTasksCount", 0),
+                statistic("pendingEC2TasksCount", c.pending_tasks),
+                statistic("pendingFargateTasksCount", 0),
+                statistic("activeEC2ServiceCount", c.active_services),
+                statistic("activeFargateServiceCount", 0),
+                statistic("drainingEC2ServiceCount", c.draining_services),
+                statistic("drainingFargateServiceCount", 0),
+            ]
+        } else {
+            vec![]
+        }),
         tags: view.tags.as_deref().map(tags),
-        settings: Some(
+        settings: include.settings.then(|| {
             r.settings
                 .iter()
                 .map(|s| ecs::ClusterSetting {
                     name: Some(s.name.clone()),
                     value: s.value.clone(),
                 })
-                .collect(),
-        ),
+                .collect()
+        }),
         capacity_providers: Some(r.capacity_providers.clone()),
         default_capacity_provider_strategy: Some(
             r.default_capacity_provider_strategy
@@ -86,6 +127,7 @@ pub fn cluster(arns: &ArnBuilder, view: &ClusterView) -> ecs::Cluster {
                 .filter_map(|v| serde_json::from_value(v.clone()).ok())
                 .collect(),
         ),
+        attachments: include.attachments.then(Vec::new),
         service_connect_defaults: r
             .service_connect_defaults
             .clone()

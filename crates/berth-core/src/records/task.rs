@@ -38,6 +38,10 @@ pub struct TaskDesired {
     pub enable_execute_command: bool,
     /// Set once, by the first stop order (StopTask, a controller, deregistration).
     pub stop: Option<StopOrder>,
+    /// Task scale-in protection (UpdateTaskProtection): until when the service scheduler
+    /// leaves the task alone when scaling in.
+    #[serde(default)]
+    pub protected_until: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -349,6 +353,7 @@ mod tests {
                 availability_zone: None,
                 enable_execute_command: false,
                 stop: None,
+                protected_until: None,
             },
             observed: TaskObserved {
                 status: TaskStatus::Provisioning,
