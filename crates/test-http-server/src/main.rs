@@ -7,7 +7,7 @@
 //!
 //! Routes (`GET`, and `HEAD` which omits the body):
 //!
-//! * `/`            -> `200 hello from <hostname>\n`
+//! * `/`            -> `200 <GREETING> from <hostname>\n` (`GREETING` defaults to `hello`)
 //! * `/health`      -> `200 ok`
 //! * `/env/<NAME>`  -> `200 <value of NAME>` or `404`
 //! * `/exit/<code>` -> `200`, then the process exits with `<code>` (0..=255)
@@ -198,7 +198,10 @@ fn route(
     }
     let path = target.split(['?', '#']).next().unwrap_or_default();
     match path {
-        "/" => Response::new(200, format!("hello from {hostname}\n")),
+        "/" => {
+            let greeting = env_lookup("GREETING").unwrap_or_else(|| "hello".into());
+            Response::new(200, format!("{greeting} from {hostname}\n"))
+        }
         "/health" => Response::new(200, "ok"),
         _ => {
             if let Some(name) = path.strip_prefix("/env/") {
@@ -677,6 +680,11 @@ mod tests {
             Response::new(200, "ok")
         );
         assert_eq!(route("HEAD", "/health", "h", no_env).status, 200);
+        let greeting = |name: &str| (name == "GREETING").then(|| "hi there".to_string());
+        assert_eq!(
+            route("GET", "/", "box1", greeting),
+            Response::new(200, "hi there from box1\n")
+        );
         assert_eq!(route("GET", "/nope", "h", no_env).status, 404);
         assert_eq!(route("GET", "/health/", "h", no_env).status, 404);
         assert_eq!(route("POST", "/health", "h", no_env).status, 404);
