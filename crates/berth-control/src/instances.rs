@@ -101,9 +101,9 @@ impl Instances {
         Self { ctx }
     }
 
-    /// Registers (or re-registers) an instance. Registration through the ECS API gives the
-    /// instance a session that lasts one agent timeout, as if its agent had connected once;
-    /// a berth agent keeps its session alive by polling.
+    /// Registers (or re-registers) an instance. It is `agentConnected` only while an agent
+    /// holds its session (a berth agent opens one when it registers and renews it by
+    /// polling): an instance registered through the ECS API alone gets no tasks.
     pub async fn register(&self, req: RegisterInstance) -> Result<InstanceView, Error> {
         for (name, value) in [("CPU", req.resources.cpu), ("MEMORY", req.resources.memory)] {
             if value == 0 {
@@ -206,8 +206,6 @@ impl Instances {
             if existing.is_none() {
                 txn = txn.put_json(keys::usage(&req.cluster, &id), &InstanceUsage::default());
             }
-            let lease = ctx.store.grant_lease(ctx.config.agent_timeout).await?;
-            txn = txn.put_with_lease(keys::connection(&req.cluster, &id), &"registered", lease);
             let arn = ctx.arns.container_instance(&req.cluster, &id);
             ctx.store.commit(tags::put_new(txn, &arn, &req.tags)).await?;
             tracing::info!(instance = %arn, "container instance registered");

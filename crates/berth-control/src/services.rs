@@ -911,7 +911,14 @@ impl Services {
             return Ok(None);
         }
         let generation_key = keys::service_generation(cluster, name);
-        let generation = view.get_json::<u64>(&generation_key).await?;
+        // Every commit below requires the generation to be what this decision read (or what
+        // this reconcile itself last wrote) and bumps it: a second reconcile acting on the
+        // same reading conflicts instead of starting the same slots again.
+        let (mut generation_value, mut generation_rev) =
+            match view.get_json::<u64>(&generation_key).await? {
+                Some((g, rev)) => (g, Some(rev)),
+                None => (0, None),
+            };
         let now = ctx.now();
         let observed = self
             .observe(view, &service, config.unchecked_task_settle, now)
@@ -980,8 +987,8 @@ impl Services {
         // Stops first, in one commit guarded by the service's task generation.
         if !plan.stop.is_empty() {
             let mut txn = Txn::new()
-                .require_unchanged(&generation_key, generation.as_ref().map(|(_, r)| *r))
-                .put_json(&generation_key, &(generation.as_ref().map_or(0, |(g, _)| *g) + 1));
+                .require_unchanged(&generation_key, generation_rev)
+                .put_json(&generation_key, &(generation_value + 1));
             let mut batch = TaskBatch::new(view, Txn::new());
             let mut unhealthy = Vec::new();
             let mut scaled = Vec::new();
@@ -1010,7 +1017,8 @@ impl Services {
             }
             txn = txn.merge(batch.finish());
             if !unhealthy.is_empty() || !scaled.is_empty() {
-                ctx.store.commit(txn).await?;
+                generation_rev = Some(ctx.store.commit(txn).await?);
+                generation_value += 1;
                 changed_tasks = true;
                 for id in &unhealthy {
                     service.push_event(
@@ -1047,11 +1055,10 @@ impl Services {
         };
         if let Some(target) = target {
             let spec = self.launch_spec(view, &service, &primary).await?;
-            let generation = ctx.store.get_json::<u64>(&generation_key).await?;
             let guard = crate::launch::Guard {
                 key: generation_key.clone(),
-                revision: generation.as_ref().map(|(_, r)| *r),
-                next: generation.as_ref().map_or(0, |(g, _)| *g) + 1,
+                revision: generation_rev,
+                next: generation_value + 1,
             };
             let outcome: LaunchOutcome = self.launcher.launch_guarded(&spec, &target, Some(guard)).await?;
             if !outcome.tasks.is_empty() {

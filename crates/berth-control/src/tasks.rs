@@ -353,6 +353,15 @@ impl Tasks {
             if !after.order_stop(reason, code, self.ctx.now()) {
                 return Ok(after);
             }
+            // A task that never started on an instance whose agent is not there will not
+            // be stopped by anyone else: it is over now, and its reservation freed.
+            let agent_there = store
+                .get(&keys::connection(cluster, &after.desired.instance))
+                .await?
+                .is_some();
+            if !agent_there && after.observed.status < berth_core::status::TaskStatus::Running {
+                after.force_stopped(reason, code, self.ctx.now());
+            }
             let mut batch = TaskBatch::new(store, Txn::new());
             batch.update(&before, rev, &after).await?;
             store.commit(batch.finish()).await?;

@@ -20,8 +20,7 @@ async fn stopped_tasks_free_their_resources_and_observed_state_only_moves_forwar
     definition(&f.cp, "f", vec![container("main", 100, None)]).await;
     let t = run(&f.cp, &c, "f", 1).await.remove(0);
     assert_eq!(remaining_memory(&f.cp, &c, &i).await, 900);
-    f.cp.tasks
-        .submit_state_change(&c, &t, &report(TaskStatus::Running, None))
+    agent_report(&f.cp, &c, &t, &report(TaskStatus::Running, None))
         .await
         .unwrap();
     let view =
@@ -32,8 +31,7 @@ async fn stopped_tasks_free_their_resources_and_observed_state_only_moves_forwar
     let counts = view[0].as_ref().unwrap().counts;
     assert_eq!((counts.running_tasks, counts.pending_tasks), (1, 0));
     // A late PENDING report does not move the task back.
-    f.cp.tasks
-        .submit_state_change(&c, &t, &report(TaskStatus::Pending, None))
+    agent_report(&f.cp, &c, &t, &report(TaskStatus::Pending, None))
         .await
         .unwrap();
     let task =
@@ -45,8 +43,7 @@ async fn stopped_tasks_free_their_resources_and_observed_state_only_moves_forwar
         task[0].as_ref().unwrap().record.observed.status,
         TaskStatus::Running
     );
-    f.cp.tasks
-        .submit_state_change(&c, &t, &report(TaskStatus::Stopped, Some(3)))
+    agent_report(&f.cp, &c, &t, &report(TaskStatus::Stopped, Some(3)))
         .await
         .unwrap();
     assert_eq!(remaining_memory(&f.cp, &c, &i).await, 1000);
@@ -60,8 +57,7 @@ async fn stopped_tasks_free_their_resources_and_observed_state_only_moves_forwar
     assert_eq!(record.desired.status, DesiredStatus::Stopped);
     assert_eq!(record.observed.containers[0].exit_code, Some(3));
     // STOPPED is final and frees nothing twice.
-    f.cp.tasks
-        .submit_state_change(&c, &t, &report(TaskStatus::Stopped, Some(0)))
+    agent_report(&f.cp, &c, &t, &report(TaskStatus::Stopped, Some(0)))
         .await
         .unwrap();
     assert_eq!(remaining_memory(&f.cp, &c, &i).await, 1000);
@@ -78,8 +74,7 @@ async fn concurrent_run_task_never_overcommits() {
     definition(&f.cp, "small", vec![container("main", 8, None)]).await;
     for _ in 0..150 {
         for t in run(&f.cp, &c, "small", 10).await {
-            f.cp.tasks
-                .submit_state_change(&c, &t, &report(TaskStatus::Stopped, Some(0)))
+            agent_report(&f.cp, &c, &t, &report(TaskStatus::Stopped, Some(0)))
                 .await
                 .unwrap();
         }
@@ -111,8 +106,7 @@ async fn concurrent_run_task_never_overcommits() {
         );
         assert_eq!(remaining_memory(&f.cp, &c, &i).await, 100);
         for t in placed {
-            f.cp.tasks
-                .submit_state_change(&c, &t, &report(TaskStatus::Stopped, Some(0)))
+            agent_report(&f.cp, &c, &t, &report(TaskStatus::Stopped, Some(0)))
                 .await
                 .unwrap();
         }
@@ -377,7 +371,8 @@ async fn client_token_makes_run_task_idempotent() {
         o.tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>()
     };
     assert_eq!(ids(&first), ids(&again));
-    assert_eq!(run(&f.cp, &c, "f", 1).await.len(), 1);
+    let third = f.cp.launcher.launch(&spec(&c, "f"), &place(1)).await.unwrap();
+    assert_eq!(third.tasks.len(), 1, "{:?}", third.failures);
     let view =
         f.cp.clusters
             .describe(std::slice::from_ref(&c), false)

@@ -95,7 +95,7 @@ async fn report_all(f: &Fixture, c: &ClusterName, tasks: &[TaskRecord], status: 
         if status.is_terminal() {
             r.stop_code = Some(StopCode::EssentialContainerExited);
         }
-        f.cp.tasks.submit_state_change(c, &t.id, &r).await.unwrap();
+        agent_report(&f.cp, c, &t.id, &r).await.unwrap();
     }
 }
 
@@ -174,19 +174,40 @@ async fn a_service_keeps_its_desired_count_and_replaces_stopped_tasks() {
 async fn concurrent_reconciles_never_start_a_slot_twice() {
     let (f, c) = fixture_for_services().await;
     f.cp.services.create(create(&c, "web", "app", 5)).await.unwrap();
-    // An old and a new leader (or any two callers) reconciling at once.
-    let mut handles = Vec::new();
-    for _ in 0..8 {
-        let cp = Arc::clone(&f.cp);
-        let c = c.clone();
-        handles.push(tokio::spawn(async move {
-            let _ = cp.services.reconcile(&c, &svc("web")).await;
-        }));
+    for (round, desired) in [5u32, 9, 2, 7, 12].into_iter().enumerate() {
+        f.cp.services
+            .update(
+                &c,
+                &svc("web"),
+                UpdateService {
+                    desired_count: Some(desired),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        // An old and a new leader (or any callers) reconciling at once.
+        let mut handles = Vec::new();
+        for _ in 0..8 {
+            let cp = Arc::clone(&f.cp);
+            let c = c.clone();
+            handles.push(tokio::spawn(async move {
+                let _ = cp.services.reconcile(&c, &svc("web")).await;
+            }));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+        let wanted = live_tasks(&f, &c, "web")
+            .await
+            .into_iter()
+            .filter(|t| t.desired.status == DesiredStatus::Running)
+            .count();
+        assert!(wanted <= desired as usize, "round {round}: {wanted} tasks for {desired}");
+        settle(&f, &c, "web").await;
+        let wanted = live_tasks(&f, &c, "web").await.len();
+        assert_eq!(wanted, desired as usize, "round {round}");
     }
-    for h in handles {
-        h.await.unwrap();
-    }
-    assert_eq!(live_tasks(&f, &c, "web").await.len(), 5);
 }
 
 #[tokio::test]
@@ -360,7 +381,7 @@ async fn unhealthy_tasks_are_replaced() {
         }],
         ..report(TaskStatus::Running, None)
     };
-    f.cp.tasks.submit_state_change(&c, &task.id, &unhealthy).await.unwrap();
+    agent_report(&f.cp, &c, &task.id, &unhealthy).await.unwrap();
     reconcile(&f, &c, "web").await;
     let described = f.cp.tasks.describe(&c, std::slice::from_ref(&task.id), false).await.unwrap();
     let stopped = &described[0].as_ref().unwrap().record;

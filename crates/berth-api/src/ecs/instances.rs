@@ -122,6 +122,12 @@ pub async fn describe(
     req: ecs::DescribeContainerInstancesRequest,
 ) -> Result<ecs::DescribeContainerInstancesResponse, Error> {
     let cluster = parse::cluster(&req.cluster)?;
+    // ECS checks the cluster first, then the list.
+    cp.clusters.get_active(&cluster).await?;
+    let given = req.container_instances.as_deref().unwrap_or_default();
+    if given.is_empty() {
+        return Err(Error::client("Container Instances cannot be empty."));
+    }
     let given = parse::id_list(&req.container_instances, "containerInstances", 100)?;
     let ids = given
         .iter()

@@ -93,18 +93,73 @@ pub fn instance_request(cluster: &ClusterName, cpu: u64, memory: u64) -> Registe
     }
 }
 
+/// An instance registered by a (simulated) berth agent: it has a session, so tasks can be
+/// placed on it. The tests report its tasks' states themselves.
 pub async fn instance(
     cp: &ControlPlane,
     cluster: &ClusterName,
     cpu: u64,
     memory: u64,
 ) -> InstanceId {
-    cp.instances
-        .register(instance_request(cluster, cpu, memory))
+    agent_instance(cp, cluster, cpu, memory).await.0
+}
+
+/// As [`instance`], with the agent's credential.
+pub async fn agent_instance(
+    cp: &ControlPlane,
+    cluster: &ClusterName,
+    cpu: u64,
+    memory: u64,
+) -> (InstanceId, String) {
+    let (view, credential) = cp
+        .agents
+        .register(
+            &cp.instances,
+            berth_control::agents::AgentRegistration {
+                instance: instance_request(cluster, cpu, memory),
+                agent_id: "i-test".into(),
+                credential: None,
+                follows_all_clusters: false,
+            },
+        )
         .await
+        .unwrap();
+    CREDENTIALS.lock().unwrap().insert(
+        (cp as *const ControlPlane as usize, view.record.id.clone()),
+        credential.clone(),
+    );
+    (view.record.id, credential)
+}
+
+/// Agent credentials of the instances the tests registered, per control plane.
+static CREDENTIALS: std::sync::Mutex<
+    std::collections::BTreeMap<(usize, InstanceId), String>,
+> = std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Reports a task's state as its instance's agent would (over the agent channel).
+pub async fn agent_report(
+    cp: &ControlPlane,
+    cluster: &ClusterName,
+    task: &TaskId,
+    report: &TaskReport,
+) -> Result<berth_core::records::TaskRecord, berth_core::Error> {
+    let described = cp.tasks.describe(cluster, std::slice::from_ref(task), false).await?;
+    let record = described
+        .into_iter()
+        .next()
+        .and_then(Result::ok)
+        .ok_or_else(|| berth_core::Error::invalid("no such task"))?
+        .record;
+    let instance = record.desired.instance.clone();
+    let credential = CREDENTIALS
+        .lock()
         .unwrap()
-        .record
-        .id
+        .get(&(cp as *const ControlPlane as usize, instance.clone()))
+        .cloned()
+        .expect("the test registered this instance");
+    cp.agents
+        .report(&cp.tasks, cluster, &instance, &credential, task, report)
+        .await
 }
 
 pub fn container(name: &str, memory: u64, host_port: Option<u16>) -> ContainerSpec {
