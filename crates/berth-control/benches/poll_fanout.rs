@@ -174,6 +174,7 @@ async fn measure(agents: usize, launches: usize) -> Row {
                         version_info: VersionInfo::default(),
                         tags: vec![],
                         agent: None,
+                        session: None,
                     },
                     agent_id: format!("i-{n}"),
                     credential: None,

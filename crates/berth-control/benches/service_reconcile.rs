@@ -43,7 +43,10 @@ fn rss_mib() -> f64 {
 }
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 async fn run() {
@@ -71,27 +74,40 @@ async fn run() {
         })
         .await
         .unwrap();
+    let mut credentials = std::collections::HashMap::new();
     for n in 0..100 {
-        cp.instances
-            .register(RegisterInstance {
-                cluster: cluster.clone(),
-                existing: None,
-                ec2_instance_id: Some(format!("i-{n:017}")),
-                instance_type: None,
-                availability_zone: None,
-                resources: InstanceResources {
-                    cpu: 1_000_000,
-                    memory: 1_000_000,
-                    ..Default::default()
+        let (view, credential) = cp
+            .agents
+            .register(
+                &cp.instances,
+                berth_control::agents::AgentRegistration {
+                    instance: RegisterInstance {
+                        cluster: cluster.clone(),
+                        existing: None,
+                        ec2_instance_id: Some(format!("i-{n:017}")),
+                        instance_type: None,
+                        availability_zone: None,
+                        resources: InstanceResources {
+                            cpu: 1_000_000,
+                            memory: 1_000_000,
+                            ..Default::default()
+                        },
+                        attributes: vec![],
+                        version_info: VersionInfo::default(),
+                        tags: vec![],
+                        agent: None,
+                        session: None,
+                    },
+                    agent_id: format!("i-{n:017}"),
+                    credential: None,
+                    follows_all_clusters: false,
                 },
-                attributes: vec![],
-                version_info: VersionInfo::default(),
-                tags: vec![],
-                agent: None,
-            })
+            )
             .await
             .unwrap();
+        credentials.insert(view.record.id, credential);
     }
+    let credentials = Arc::new(credentials);
     cp.task_definitions
         .register(RegisterTaskDefinition {
             family: Family::new("app").unwrap(),
@@ -188,11 +204,15 @@ async fn run() {
         all.extend(page.items);
         token = page.next_token;
     }
-    let chunks: Vec<Vec<_>> = all.chunks(all.len().div_ceil(8).max(1)).map(<[_]>::to_vec).collect();
+    let chunks: Vec<Vec<_>> = all
+        .chunks(all.len().div_ceil(8).max(1))
+        .map(<[_]>::to_vec)
+        .collect();
     let mut reporters = Vec::new();
     for chunk in chunks {
         let cp = Arc::clone(&cp);
         let cluster = cluster.clone();
+        let credentials = Arc::clone(&credentials);
         reporters.push(tokio::spawn(async move {
             for id in chunk {
                 let report = TaskReport {
@@ -204,8 +224,24 @@ async fn run() {
                     pull_stopped_at: None,
                     execution_stopped_at: None,
                 };
-                cp.tasks
-                    .submit_state_change(&cluster, &id, &report)
+                let task = cp
+                    .tasks
+                    .describe(&cluster, std::slice::from_ref(&id), false)
+                    .await
+                    .unwrap()
+                    .remove(0)
+                    .unwrap()
+                    .record;
+                let instance = task.desired.instance;
+                cp.agents
+                    .report(
+                        &cp.tasks,
+                        &cluster,
+                        &instance,
+                        &credentials[&instance],
+                        &id,
+                        &report,
+                    )
                     .await
                     .unwrap();
             }

@@ -20,12 +20,20 @@ const SETTINGS: &[(&str, &[&str], &str)] = &[
     ("taskLongArnFormat", &["enabled"], "enabled"),
     ("containerInstanceLongArnFormat", &["enabled"], "enabled"),
     ("awsvpcTrunking", &["enabled", "disabled"], "disabled"),
-    ("containerInsights", &["enabled", "disabled", "enhanced"], "disabled"),
+    (
+        "containerInsights",
+        &["enabled", "disabled", "enhanced"],
+        "disabled",
+    ),
     ("fargateFIPSMode", &["enabled", "disabled"], "disabled"),
     ("tagResourceAuthorization", &["on", "off"], "on"),
     ("fargateTaskRetirementWaitPeriod", &["0", "7", "14"], "7"),
     ("guardDutyActivate", &["on", "off"], "off"),
-    ("defaultLogDriverMode", &["blocking", "non-blocking"], "non-blocking"),
+    (
+        "defaultLogDriverMode",
+        &["blocking", "non-blocking"],
+        "non-blocking",
+    ),
     ("fargateEventWindows", &["enabled", "disabled"], "disabled"),
 ];
 
@@ -43,7 +51,9 @@ struct Stored {
     value: String,
 }
 
-fn definition(name: &str) -> Result<&'static (&'static str, &'static [&'static str], &'static str), Error> {
+fn definition(
+    name: &str,
+) -> Result<&'static (&'static str, &'static [&'static str], &'static str), Error> {
     SETTINGS
         .iter()
         .find(|(n, ..)| *n == name)
@@ -124,7 +134,12 @@ impl AccountSettings {
         })
     }
 
-    pub async fn put(&self, principal: Option<&str>, name: &str, value: &str) -> Result<Setting, Error> {
+    pub async fn put(
+        &self,
+        principal: Option<&str>,
+        name: &str,
+        value: &str,
+    ) -> Result<Setting, Error> {
         check_value(name, value)?;
         let principal = principal.map_or_else(|| self.root(), str::to_string);
         if name == "fargateTaskRetirementWaitPeriod" && principal != self.root() {
@@ -136,7 +151,12 @@ impl AccountSettings {
         with_retries(|| async {
             self.ctx
                 .store
-                .commit(Txn::new().put_json(&key, &Stored { value: value.into() }))
+                .commit(Txn::new().put_json(
+                    &key,
+                    &Stored {
+                        value: value.into(),
+                    },
+                ))
                 .await?;
             Ok(())
         })

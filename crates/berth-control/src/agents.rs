@@ -132,16 +132,23 @@ impl Agents {
             _ => (new_credential(), None),
         };
         request.existing = existing;
+        // The session starts with the registration, in the same commit.
+        let lease = ctx
+            .store
+            .grant_lease(ctx.config.agent_timeout)
+            .await
+            .map_err(store_failure)?;
+        request.session = Some(lease);
         request.agent = Some(AgentBinding {
             agent_id: reg.agent_id.clone(),
             credential_sha256: credential_hash(&credential),
             follows_all_clusters: reg.follows_all_clusters,
         });
         let view = instances.register(request).await?;
-        self.ensure_session(&view.record.cluster, &view.record.id)
-            .await
-            .map_err(store_failure)?;
-        let _ = ctx;
+        self.sessions.lock().expect("sessions").insert(
+            keys::connection(&view.record.cluster, &view.record.id),
+            lease,
+        );
         Ok((view, credential))
     }
 

@@ -287,7 +287,11 @@ impl Clusters {
             }
             let key = keys::cluster(name);
             store
-                .commit(Txn::new().require_revision(&key, rev).put_json(&key, &cluster))
+                .commit(
+                    Txn::new()
+                        .require_revision(&key, rev)
+                        .put_json(&key, &cluster),
+                )
                 .await?;
             Ok(cluster)
         })

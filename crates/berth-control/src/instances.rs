@@ -45,6 +45,8 @@ pub struct RegisterInstance {
     pub tags: Vec<Tag>,
     /// Set when a berth agent registers over the agent channel.
     pub agent: Option<AgentBinding>,
+    /// The agent's session lease: the instance is connected from the registration on.
+    pub session: Option<berth_store::LeaseId>,
 }
 
 /// An instance with what describe adds.
@@ -205,6 +207,9 @@ impl Instances {
                 .put_json(&key, &record);
             if existing.is_none() {
                 txn = txn.put_json(keys::usage(&req.cluster, &id), &InstanceUsage::default());
+            }
+            if let Some(lease) = req.session {
+                txn = txn.put_with_lease(keys::connection(&req.cluster, &id), &"agent", lease);
             }
             let arn = ctx.arns.container_instance(&req.cluster, &id);
             ctx.store.commit(tags::put_new(txn, &arn, &req.tags)).await?;
@@ -480,7 +485,10 @@ impl Instances {
                     a.name
                 )));
             }
-            if a.value.as_deref().is_some_and(|v| !valid_attribute_value(v)) {
+            if a.value
+                .as_deref()
+                .is_some_and(|v| !valid_attribute_value(v))
+            {
                 return Err(Error::invalid(format!(
                     "Attribute value for '{}' is invalid: up to 128 letters, numbers, hyphens, underscores, periods, at signs, slashes, colons and inner spaces.",
                     a.name
@@ -582,7 +590,9 @@ impl Instances {
                 continue;
             }
             for a in &i.attributes {
-                if name.is_some_and(|n| n != a.name) || value.is_some_and(|v| Some(v) != a.value.as_deref()) {
+                if name.is_some_and(|n| n != a.name)
+                    || value.is_some_and(|v| Some(v) != a.value.as_deref())
+                {
                     continue;
                 }
                 out.push(InstanceAttribute {
@@ -617,7 +627,11 @@ impl Instances {
             let mut out = Vec::new();
             for id in crate::dedup(ids) {
                 let key = keys::instance(cluster, &id);
-                match view.get_json::<InstanceRecord>(&key).await?.filter(|(i, _)| i.is_registered()) {
+                match view
+                    .get_json::<InstanceRecord>(&key)
+                    .await?
+                    .filter(|(i, _)| i.is_registered())
+                {
                     Some((mut record, rev)) => {
                         if record.status != status {
                             record.status = status;
@@ -648,14 +662,22 @@ impl Instances {
 
     /// UpdateContainerAgent: berth's agents are updated with berth itself, so there is never
     /// a newer agent to install (ECS's answer when the agent is up to date).
-    pub async fn update_agent(&self, cluster: &ClusterName, id: &InstanceId) -> Result<InstanceView, Error> {
+    pub async fn update_agent(
+        &self,
+        cluster: &ClusterName,
+        id: &InstanceId,
+    ) -> Result<InstanceView, Error> {
         let store = self.ctx.store.as_ref();
         with_retries(|| async { clusters::active(store, cluster).await }).await?;
         let record = self
             .get(cluster, id)
             .await?
             .filter(InstanceRecord::is_registered)
-            .ok_or_else(|| Error::invalid(format!("Container instance {id} not found in cluster {cluster}.")))?;
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "Container instance {id} not found in cluster {cluster}."
+                ))
+            })?;
         if record.version_info.agent_version.is_none() {
             return Err(Error::new(
                 berth_core::ErrorKind::MissingVersion,

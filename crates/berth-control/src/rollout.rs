@@ -115,8 +115,9 @@ pub fn replica(s: &Replica<'_>) -> Plan {
         .iter()
         .filter(|t| t.desired == DesiredStatus::Running && !stopping.contains(&t.id))
         .collect();
-    let is_primary =
-        |t: &TaskView| t.deployment.as_ref() == Some(s.primary) && !s.draining.contains(&t.instance);
+    let is_primary = |t: &TaskView| {
+        t.deployment.as_ref() == Some(s.primary) && !s.draining.contains(&t.instance)
+    };
     let mut primary: Vec<&TaskView> = wanted.iter().copied().filter(|t| is_primary(t)).collect();
     let old: Vec<&TaskView> = wanted.iter().copied().filter(|t| !is_primary(t)).collect();
 
@@ -278,7 +279,11 @@ mod tests {
         assert!(plan.stop.is_empty(), "{plan:?}");
         // New tasks started but not healthy yet: still nothing old may stop.
         let mut tasks = old.clone();
-        tasks.extend(["n1", "n22", "n333"].iter().map(|id| task(id, 2, Running, Unknown)));
+        tasks.extend(
+            ["n1", "n22", "n333"]
+                .iter()
+                .map(|id| task(id, 2, Running, Unknown)),
+        );
         let plan = replica_plan(3, 100, 200, &tasks);
         assert_eq!((plan.launch, plan.stop.len()), (0, 0));
         // Two new ones healthy: two old may go.
@@ -286,7 +291,10 @@ mod tests {
         tasks[4].health = Healthy;
         let plan = replica_plan(3, 100, 200, &tasks);
         assert_eq!(plan.stop.len(), 2);
-        assert!(plan.stop.iter().all(|(id, c)| id.as_str().starts_with('o') && *c == StopCause::Scaling));
+        assert!(plan
+            .stop
+            .iter()
+            .all(|(id, c)| id.as_str().starts_with('o') && *c == StopCause::Scaling));
     }
 
     #[test]
@@ -302,9 +310,15 @@ mod tests {
 
     #[test]
     fn unhealthy_tasks_are_replaced_after_the_grace_period() {
-        let tasks = [task("a", 2, Running, Unhealthy), task("b", 2, Running, Healthy)];
+        let tasks = [
+            task("a", 2, Running, Unhealthy),
+            task("b", 2, Running, Healthy),
+        ];
         let plan = replica_plan(2, 100, 200, &tasks);
-        assert_eq!(plan.stop, vec![(TaskId::new("a").unwrap(), StopCause::Unhealthy)]);
+        assert_eq!(
+            plan.stop,
+            vec![(TaskId::new("a").unwrap(), StopCause::Unhealthy)]
+        );
         assert_eq!(plan.launch, 1);
         let draining = BTreeSet::new();
         let within_grace = replica(&Replica {

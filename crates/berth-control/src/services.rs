@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_core::ids::{ClusterName, DeploymentId, InstanceId, ServiceName, TaskDefinitionRef, TaskId};
+use berth_core::ids::{
+    ClusterName, DeploymentId, InstanceId, ServiceName, TaskDefinitionRef, TaskId,
+};
 use berth_core::records::{
     CircuitBreaker, Deployment, DeploymentConfig, PlacementConstraintSpec, PlacementStrategySpec,
     ServiceDeploymentRecord, ServiceRecord, ServiceSpec, Tag, TaskDefinitionRecord, TaskOverrides,
@@ -24,7 +26,9 @@ use crate::launch::{candidates, LaunchOutcome, LaunchSpec, Target};
 use crate::paging::{page_keys, Page, PageRequest};
 use crate::rollout::{self, StopCause, TaskView};
 use crate::tasks::TaskBatch;
-use crate::{clusters, store_failure, tags, task_definitions, with_retries, CResult, ControlError, Ctx};
+use crate::{
+    clusters, store_failure, tags, task_definitions, with_retries, CResult, ControlError, Ctx,
+};
 
 /// What CreateService asks for, parsed.
 #[derive(Debug, Clone)]
@@ -178,12 +182,7 @@ fn new_deployment_id(ctx: &Ctx) -> DeploymentId {
     DeploymentId::from_number(n)
 }
 
-fn new_deployment(
-    ctx: &Ctx,
-    spec: &ServiceSpec,
-    desired: u32,
-    now: Timestamp,
-) -> Deployment {
+fn new_deployment(ctx: &Ctx, spec: &ServiceSpec, desired: u32, now: Timestamp) -> Deployment {
     Deployment {
         id: new_deployment_id(ctx),
         status: DeploymentStatus::Primary,
@@ -265,21 +264,20 @@ impl Services {
 
     pub async fn create(&self, req: CreateService) -> Result<ServiceRecord, Error> {
         tags::validate(&req.tags)?;
-        let desired = match (req.scheduling_strategy, req.desired_count) {
-            (SchedulingStrategy::Replica, Some(n)) => n,
-            (SchedulingStrategy::Replica, None) => {
-                return Err(Error::invalid(
+        let desired =
+            match (req.scheduling_strategy, req.desired_count) {
+                (SchedulingStrategy::Replica, Some(n)) => n,
+                (SchedulingStrategy::Replica, None) => return Err(Error::invalid(
                     "desiredCount is required for a service with the REPLICA scheduling strategy.",
-                ))
-            }
-            (SchedulingStrategy::Daemon, None) => 0,
-            (SchedulingStrategy::Daemon, Some(_)) => {
-                return Err(Error::invalid(
+                )),
+                (SchedulingStrategy::Daemon, None) => 0,
+                (SchedulingStrategy::Daemon, Some(_)) => return Err(Error::invalid(
                     "The daemon scheduling strategy does not support a desired count for services.",
-                ))
-            }
-        };
-        if req.scheduling_strategy == SchedulingStrategy::Daemon && !req.placement_strategies.is_empty() {
+                )),
+            };
+        if req.scheduling_strategy == SchedulingStrategy::Daemon
+            && !req.placement_strategies.is_empty()
+        {
             return Err(Error::invalid(
                 "The daemon scheduling strategy does not support placement strategies.",
             ));
@@ -592,7 +590,11 @@ impl Services {
             service.steady_since = None;
             let key = keys::service(cluster, name);
             ctx.store
-                .commit(Txn::new().require_revision(&key, rev).put_json(&key, &service))
+                .commit(
+                    Txn::new()
+                        .require_revision(&key, rev)
+                        .put_json(&key, &service),
+                )
                 .await?;
             tracing::info!(service = %name, %cluster, "service deleted; draining its tasks");
             Ok(service)
@@ -609,11 +611,7 @@ impl Services {
             let snapshot = self.ctx.store.snapshot().await?;
             let view = snapshot.as_ref();
             clusters::active(view, cluster).await?;
-            if view
-                .get(&keys::service(cluster, name))
-                .await?
-                .is_none()
-            {
+            if view.get(&keys::service(cluster, name)).await?.is_none() {
                 return Err(Error::service_not_found().into());
             }
             let mut all: Vec<ServiceDeploymentRecord> = view
@@ -729,7 +727,12 @@ impl Services {
 
     /// Makes a new PRIMARY deployment running `target`'s task definition; the current
     /// PRIMARY becomes ACTIVE and drains.
-    fn roll_back(ctx: &Ctx, service: &mut ServiceRecord, target: &Deployment, now: Timestamp) -> Deployment {
+    fn roll_back(
+        ctx: &Ctx,
+        service: &mut ServiceRecord,
+        target: &Deployment,
+        now: Timestamp,
+    ) -> Deployment {
         for d in &mut service.deployments {
             d.status = DeploymentStatus::Active;
         }
@@ -759,13 +762,18 @@ fn placement_reason(reason: &str, instance: Option<&str>) -> String {
             format!("{closest} is already using a port required by your task.")
         }
         berth_scheduler::reason::AGENT => format!("{closest} encountered error \"AGENT\"."),
-        berth_scheduler::reason::NO_INSTANCES => "Reason: No Container Instances were found in your cluster.".into(),
+        berth_scheduler::reason::NO_INSTANCES => {
+            "Reason: No Container Instances were found in your cluster.".into()
+        }
         other => format!("{closest} does not satisfy: {other}"),
     }
 }
 
 fn task_list(ids: &[TaskId]) -> String {
-    ids.iter().map(|i| format!("(task {i})")).collect::<Vec<_>>().join(" ")
+    ids.iter()
+        .map(|i| format!("(task {i})"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A deployment's new ServiceDeployment status, to record in its history.
@@ -820,7 +828,8 @@ impl Services {
         let mut tasks = Vec::new();
         let mut failures: BTreeMap<DeploymentId, u32> = BTreeMap::new();
         for desired in [DesiredStatus::Running, DesiredStatus::Stopped] {
-            let prefix = keys::task_index_prefix(&service.cluster, TaskIndex::Group, &group, desired);
+            let prefix =
+                keys::task_index_prefix(&service.cluster, TaskIndex::Group, &group, desired);
             for kv in view.range(KeyRange::prefix(prefix)).await?.kvs {
                 let Some(id) = keys::task_from_index_entry(&kv.key) else {
                     continue;
@@ -844,12 +853,19 @@ impl Services {
                     }
                     continue;
                 }
-                let checked = t.desired.containers.iter().any(|c| c.essential && c.health_check);
+                let checked = t
+                    .desired
+                    .containers
+                    .iter()
+                    .any(|c| c.essential && c.health_check);
                 let mut health = t.health();
                 // ECS counts a task without health checks towards the healthy minimum only
                 // 40 s after it reached RUNNING.
                 if !checked {
-                    let settled = t.observed.started_at.is_some_and(|s| now.since(s) >= settle);
+                    let settled = t
+                        .observed
+                        .started_at
+                        .is_some_and(|s| now.since(s) >= settle);
                     health = if settled {
                         berth_core::status::HealthStatus::Healthy
                     } else {
@@ -938,10 +954,13 @@ impl Services {
                 // Only the instances the service's tasks are on matter here (the launch
                 // path reads the whole cluster when it places).
                 let mut draining: BTreeSet<InstanceId> = BTreeSet::new();
-                let hosts: BTreeSet<&InstanceId> = observed.tasks.iter().map(|t| &t.instance).collect();
+                let hosts: BTreeSet<&InstanceId> =
+                    observed.tasks.iter().map(|t| &t.instance).collect();
                 for host in hosts {
                     let record = view
-                        .get_json::<berth_core::records::InstanceRecord>(&keys::instance(cluster, host))
+                        .get_json::<berth_core::records::InstanceRecord>(&keys::instance(
+                            cluster, host,
+                        ))
                         .await?;
                     if record.is_some_and(|(i, _)| i.status == InstanceStatus::Draining) {
                         draining.insert(host.clone());
@@ -1002,10 +1021,9 @@ impl Services {
                 let mut after = before_task.clone();
                 let reason = match cause {
                     StopCause::Unhealthy => "Task failed container health checks".to_string(),
-                    StopCause::Scaling => format!(
-                        "Scaling activity initiated by (deployment {})",
-                        primary.id
-                    ),
+                    StopCause::Scaling => {
+                        format!("Scaling activity initiated by (deployment {})", primary.id)
+                    }
                 };
                 if after.order_stop(&reason, StopCode::ServiceSchedulerInitiated, now) {
                     batch.update(&before_task, trev, &after).await?;
@@ -1060,7 +1078,10 @@ impl Services {
                 revision: generation_rev,
                 next: generation_value + 1,
             };
-            let outcome: LaunchOutcome = self.launcher.launch_guarded(&spec, &target, Some(guard)).await?;
+            let outcome: LaunchOutcome = self
+                .launcher
+                .launch_guarded(&spec, &target, Some(guard))
+                .await?;
             if !outcome.tasks.is_empty() {
                 changed_tasks = true;
                 let ids: Vec<TaskId> = outcome.tasks.iter().map(|t| t.id.clone()).collect();
@@ -1093,8 +1114,13 @@ impl Services {
         // Counts and deployment progress from what is live now (re-read after our commits).
         let observed = if changed_tasks {
             let snapshot = ctx.store.snapshot().await?;
-            self.observe(snapshot.as_ref(), &service, config.unchecked_task_settle, now)
-                .await?
+            self.observe(
+                snapshot.as_ref(),
+                &service,
+                config.unchecked_task_settle,
+                now,
+            )
+            .await?
         } else {
             observed
         };
@@ -1103,7 +1129,9 @@ impl Services {
         for update in self.advance_deployments(&mut service, &observed, now) {
             let status = update.status;
             let hkey = keys::service_deployment(cluster, name, &update.id);
-            if let Some((mut history, hrev)) = ctx.store.get_json::<ServiceDeploymentRecord>(&hkey).await? {
+            if let Some((mut history, hrev)) =
+                ctx.store.get_json::<ServiceDeploymentRecord>(&hkey).await?
+            {
                 history.status = status;
                 history.status_reason = update.reason.or(history.status_reason);
                 if update.rolled_back_to.is_some() {
@@ -1112,7 +1140,8 @@ impl Services {
                 history.updated_at = now;
                 if matches!(
                     status,
-                    ServiceDeploymentStatus::Successful | ServiceDeploymentStatus::RollbackSuccessful
+                    ServiceDeploymentStatus::Successful
+                        | ServiceDeploymentStatus::RollbackSuccessful
                 ) {
                     history.finished_at = Some(now);
                 }
@@ -1126,9 +1155,10 @@ impl Services {
         // ECS: a deleted service is INACTIVE once all its tasks are STOPPING or STOPPED
         // (or never started).
         if service.status == ServiceStatus::Draining
-            && observed.tasks.iter().all(|t| {
-                t.desired == DesiredStatus::Stopped && t.observed != TaskStatus::Running
-            })
+            && observed
+                .tasks
+                .iter()
+                .all(|t| t.desired == DesiredStatus::Stopped && t.observed != TaskStatus::Running)
         {
             service.status = ServiceStatus::Inactive;
             tracing::info!(service = %name, %cluster, "service is INACTIVE");
@@ -1162,11 +1192,18 @@ impl Services {
                 && t.started_at.is_some()
         });
         if settling {
-            next_look = Some(next_look.map_or(Duration::from_secs(2), |d| d.min(Duration::from_secs(2))));
+            next_look =
+                Some(next_look.map_or(Duration::from_secs(2), |d| d.min(Duration::from_secs(2))));
         }
         if let Some(g) = grace {
-            if observed.tasks.iter().any(|t| t.started_at.is_some_and(|s| now.since(s) < g)) {
-                next_look = Some(next_look.map_or(Duration::from_secs(2), |d| d.min(Duration::from_secs(2))));
+            if observed
+                .tasks
+                .iter()
+                .any(|t| t.started_at.is_some_and(|s| now.since(s) < g))
+            {
+                next_look = Some(
+                    next_look.map_or(Duration::from_secs(2), |d| d.min(Duration::from_secs(2))),
+                );
             }
         }
         // Scale-in protection that runs out may let the scheduler act.
@@ -1195,9 +1232,14 @@ impl Services {
             let mine: Vec<&TaskView> = observed
                 .tasks
                 .iter()
-                .filter(|t| t.deployment.as_ref() == Some(&d.id) && t.desired == DesiredStatus::Running)
+                .filter(|t| {
+                    t.deployment.as_ref() == Some(&d.id) && t.desired == DesiredStatus::Running
+                })
                 .collect();
-            let r = mine.iter().filter(|t| t.observed >= TaskStatus::Running).count() as u32;
+            let r = mine
+                .iter()
+                .filter(|t| t.observed >= TaskStatus::Running)
+                .count() as u32;
             let p = mine.len() as u32 - r;
             if (r, p) != (d.running_count, d.pending_count) {
                 d.updated_at = now;
@@ -1260,7 +1302,10 @@ impl Services {
             service.push_event(
                 ctx.ids.next_id(),
                 now,
-                format!("(service {name}) (deployment {}) deployment failed: tasks failed to start.", primary.id),
+                format!(
+                    "(service {name}) (deployment {}) deployment failed: tasks failed to start.",
+                    primary.id
+                ),
             );
             tracing::warn!(service = %name, %cluster, deployment = %primary.id, "deployment failed (circuit breaker)");
             if breaker.rollback {
@@ -1305,7 +1350,11 @@ impl Services {
         let healthy_primary = observed
             .tasks
             .iter()
-            .filter(|t| t.deployment.as_ref() == Some(&primary.id) && t.desired == DesiredStatus::Running && t.healthy())
+            .filter(|t| {
+                t.deployment.as_ref() == Some(&primary.id)
+                    && t.desired == DesiredStatus::Running
+                    && t.healthy()
+            })
             .count() as u32;
         let others_live = observed
             .tasks
@@ -1330,7 +1379,10 @@ impl Services {
             service.push_event(
                 ctx.ids.next_id(),
                 now,
-                format!("(service {name}) (deployment {}) deployment completed.", primary.id),
+                format!(
+                    "(service {name}) (deployment {}) deployment completed.",
+                    primary.id
+                ),
             );
             // A rollback's success is the rolled-back deployment's story (ECS reports the
             // rollback within the failed service deployment).
@@ -1371,10 +1423,14 @@ impl Services {
         let mut tags: Vec<Tag> = Vec::new();
         match service.spec.propagate_tags {
             PropagateTags::Service => {
-                tags.extend(tags::of(view, &ctx.arns.service(&service.cluster, &service.name)).await?);
+                tags.extend(
+                    tags::of(view, &ctx.arns.service(&service.cluster, &service.name)).await?,
+                );
             }
             PropagateTags::TaskDefinition => {
-                tags.extend(tags::of(view, &ctx.arns.task_definition(&deployment.task_definition)).await?);
+                tags.extend(
+                    tags::of(view, &ctx.arns.task_definition(&deployment.task_definition)).await?,
+                );
             }
             PropagateTags::None => {}
         }

@@ -435,8 +435,11 @@ impl Tasks {
                     return Ok(Err((id.clone(), "TASK_NOT_VALID")));
                 }
                 let mut after = before.clone();
-                after.desired.protected_until = enabled
-                    .then(|| self.ctx.now().plus(std::time::Duration::from_secs(u64::from(minutes) * 60)));
+                after.desired.protected_until = enabled.then(|| {
+                    self.ctx
+                        .now()
+                        .plus(std::time::Duration::from_secs(u64::from(minutes) * 60))
+                });
                 if after != before {
                     after.version += 1;
                     let mut batch = TaskBatch::new(store, Txn::new());

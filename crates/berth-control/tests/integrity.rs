@@ -371,7 +371,11 @@ async fn client_token_makes_run_task_idempotent() {
         o.tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>()
     };
     assert_eq!(ids(&first), ids(&again));
-    let third = f.cp.launcher.launch(&spec(&c, "f"), &place(1)).await.unwrap();
+    let third =
+        f.cp.launcher
+            .launch(&spec(&c, "f"), &place(1))
+            .await
+            .unwrap();
     assert_eq!(third.tasks.len(), 1, "{:?}", third.failures);
     let view =
         f.cp.clusters

@@ -34,7 +34,15 @@ impl Drop for Server {
 fn start(bin: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(bin)
-        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        // The simulated instances never poll: keep their sessions for the whole run.
+        .args([
+            "server",
+            "--agent-timeout-secs",
+            "1000000",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .env("BERTH_LOG", "warn")
         .stdout(Stdio::piped())
@@ -97,20 +105,48 @@ impl Client {
 async fn fill(c: &Client, tasks: usize) {
     c.call("CreateCluster", &json!({"clusterName": "load"}))
         .await;
+    // Simulated instances, registered as berth agents do (the baseline binary, which has
+    // no agent channel, takes them through RegisterContainerInstance).
+    let mut credentials = std::collections::HashMap::new();
     for n in 0..40 {
-        c.call(
-            "RegisterContainerInstance",
-            &json!({
-                "cluster": "load",
-                "instanceIdentityDocument": json!({"instanceId": format!("i-{n:017}")}).to_string(),
-                "totalResources": [
-                    {"name": "CPU", "type": "INTEGER", "integerValue": 1_000_000},
-                    {"name": "MEMORY", "type": "INTEGER", "integerValue": 1_000_000},
-                ],
-            }),
-        )
-        .await;
+        let agent = c
+            .http
+            .post(format!("{}/agent/v1/register", c.url))
+            .json(&json!({
+                "cluster": "load", "agentId": format!("i-{n:017}"),
+                "resources": {"cpu": 1_000_000, "memory": 1_000_000, "tcp_ports": [], "udp_ports": []},
+                "attributes": [], "versionInfo": {"agent_version": "sim", "agent_hash": null, "docker_version": null},
+                "followAllClusters": false,
+            }))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success());
+        match agent {
+            Some(r) => {
+                let v: Value = r.json().await.unwrap();
+                credentials.insert(
+                    v["containerInstanceArn"].as_str().unwrap().to_string(),
+                    v["credential"].as_str().unwrap().to_string(),
+                );
+            }
+            None => {
+                c.call(
+                    "RegisterContainerInstance",
+                    &json!({
+                        "cluster": "load",
+                        "instanceIdentityDocument": json!({"instanceId": format!("i-{n:017}")}).to_string(),
+                        "totalResources": [
+                            {"name": "CPU", "type": "INTEGER", "integerValue": 1_000_000},
+                            {"name": "MEMORY", "type": "INTEGER", "integerValue": 1_000_000},
+                        ],
+                    }),
+                )
+                .await;
+            }
+        }
     }
+    let credentials = std::sync::Arc::new(credentials);
     c.call(
         "RegisterTaskDefinition",
         &json!({"family": "load", "containerDefinitions": [
@@ -122,6 +158,7 @@ async fn fill(c: &Client, tasks: usize) {
     let mut writers = Vec::new();
     for w in 0..4 {
         let c = c.clone();
+        let credentials = std::sync::Arc::clone(&credentials);
         writers.push(tokio::spawn(async move {
             for b in 0..per_writer {
                 let v = c
@@ -132,11 +169,31 @@ async fn fill(c: &Client, tasks: usize) {
                     .await;
                 if (w + b) % 2 == 0 {
                     for t in v["tasks"].as_array().unwrap() {
-                        c.call(
-                            "SubmitTaskStateChange",
-                            &json!({"cluster": "load", "task": t["taskArn"], "status": "STOPPED"}),
-                        )
-                        .await;
+                        let instance = t["containerInstanceArn"].as_str().unwrap();
+                        match credentials.get(instance) {
+                            Some(credential) => {
+                                let r = c
+                                    .http
+                                    .post(format!("{}/agent/v1/report", c.url))
+                                    .json(&json!({
+                                        "instance": {"cluster": "load", "containerInstanceArn": instance, "credential": credential},
+                                        "taskArn": t["taskArn"],
+                                        "report": {"status": "STOPPED", "reason": null, "stop_code": null, "containers": [],
+                                                   "pull_started_at": null, "pull_stopped_at": null, "execution_stopped_at": null},
+                                    }))
+                                    .send()
+                                    .await
+                                    .unwrap();
+                                assert!(r.status().is_success());
+                            }
+                            None => {
+                                c.call(
+                                    "SubmitTaskStateChange",
+                                    &json!({"cluster": "load", "task": t["taskArn"], "status": "STOPPED"}),
+                                )
+                                .await;
+                            }
+                        }
                     }
                 }
             }

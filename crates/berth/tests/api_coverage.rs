@@ -136,10 +136,13 @@ async fn list_filters_tags_state_reports_and_deregistration() {
         by(json!({"startedBy": "deployer"})).await,
         vec![web_task.clone()]
     );
-    assert_eq!(
-        by(json!({"serviceName": "api"})).await,
-        vec![web_task.clone()]
-    );
+    // serviceName names a service, and there is no service "api".
+    api.err(
+        "ListTasks",
+        json!({"cluster": "c", "serviceName": "api"}),
+        "ServiceNotFoundException",
+    )
+    .await;
     assert_eq!(
         by(json!({"containerInstance": i1.clone()})).await,
         vec![web_task.clone()]
@@ -172,14 +175,21 @@ async fn list_filters_tags_state_reports_and_deregistration() {
 
     // The agent's side: state reports move the task forward, never backward.
     let report = |status: &str, exit: Option<i64>| {
-        json!({"cluster": "c", "task": web_task, "status": status,
-               "containers": [{"containerName": "main", "status": if status == "STOPPED" {"STOPPED"} else {"RUNNING"},
-                                "runtimeId": "abc", "exitCode": exit}]})
+        let container = if status == "STOPPED" {
+            "STOPPED"
+        } else {
+            "RUNNING"
+        };
+        let (api, task) = (&api, web_task.clone());
+        let status = status.to_string();
+        async move {
+            let containers = json!([{"containerName": "main", "status": container, "runtimeId": "abc", "exitCode": exit}]);
+            let (code, body) = api.agent_report(&task, &status, containers).await;
+            assert_eq!(code, 200, "{body}");
+        }
     };
-    api.ok("SubmitTaskStateChange", report("RUNNING", None))
-        .await;
-    api.ok("SubmitTaskStateChange", report("PENDING", None))
-        .await;
+    report("RUNNING", None).await;
+    report("PENDING", None).await;
     let t = api
         .describe_tasks("c", std::slice::from_ref(&web_task))
         .await;
@@ -231,9 +241,15 @@ async fn list_filters_tags_state_reports_and_deregistration() {
         .await;
     assert_eq!(strings(&listed["containerInstanceArns"]), vec![i1.clone()]);
 
+    // The public SubmitTaskStateChange cannot speak for a berth agent's task.
+    api.err(
+        "SubmitTaskStateChange",
+        json!({"cluster": "c", "task": web_task, "status": "STOPPED"}),
+        "AccessDeniedException",
+    )
+    .await;
     // A cluster goes once its tasks are STOPPED and its instances are gone.
-    api.ok("SubmitTaskStateChange", report("STOPPED", Some(0)))
-        .await;
+    report("STOPPED", Some(0)).await;
     api.err(
         "DeleteCluster",
         json!({"cluster": "c"}),

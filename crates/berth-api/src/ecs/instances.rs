@@ -94,6 +94,7 @@ pub async fn register(
             },
             tags: parse::tags(&req.tags)?,
             agent: None,
+            session: None,
         })
         .await?;
     Ok(ecs::RegisterContainerInstanceResponse {

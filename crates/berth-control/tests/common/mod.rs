@@ -90,6 +90,7 @@ pub fn instance_request(cluster: &ClusterName, cpu: u64, memory: u64) -> Registe
         version_info: VersionInfo::default(),
         tags: vec![],
         agent: None,
+        session: None,
     }
 }
 
@@ -132,9 +133,8 @@ pub async fn agent_instance(
 }
 
 /// Agent credentials of the instances the tests registered, per control plane.
-static CREDENTIALS: std::sync::Mutex<
-    std::collections::BTreeMap<(usize, InstanceId), String>,
-> = std::sync::Mutex::new(std::collections::BTreeMap::new());
+static CREDENTIALS: std::sync::Mutex<std::collections::BTreeMap<(usize, InstanceId), String>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 /// Reports a task's state as its instance's agent would (over the agent channel).
 pub async fn agent_report(
@@ -143,7 +143,10 @@ pub async fn agent_report(
     task: &TaskId,
     report: &TaskReport,
 ) -> Result<berth_core::records::TaskRecord, berth_core::Error> {
-    let described = cp.tasks.describe(cluster, std::slice::from_ref(task), false).await?;
+    let described = cp
+        .tasks
+        .describe(cluster, std::slice::from_ref(task), false)
+        .await?;
     let record = described
         .into_iter()
         .next()
