@@ -16,8 +16,15 @@ pub struct DataDirLock {
 
 impl DataDirLock {
     pub fn acquire(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join("berth.pid");
+        // A running berth holds the lock: say so before creating anything.
+        if let Some(pid) = holder(&path) {
+            bail!(
+                "another berth is running with the data directory {} (pid {pid})",
+                dir.display()
+            );
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -43,6 +50,22 @@ impl DataDirLock {
         file.flush()?;
         Ok(Self { _file: file })
     }
+}
+
+/// The pid of the process holding the lock on `path`, if one does.
+fn holder(path: &Path) -> Option<String> {
+    let file = std::fs::OpenOptions::new().read(true).open(path).ok()?;
+    // SAFETY: flock on a descriptor we own; a shared probe fails while anyone holds it.
+    let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+    if free {
+        // SAFETY: releases the probe we just took.
+        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+        return None;
+    }
+    let mut pid = String::new();
+    let mut file = file;
+    let _ = file.read_to_string(&mut pid);
+    Some(if pid.trim().is_empty() { "unknown".into() } else { pid.trim().to_string() })
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use berth_controllers::{
     CancellationToken, Controller, ControllerConfig, ControllerManager, LeaderElection,
 };
 use berth_core::SystemClock;
+use berth_iam::{AuthMode, Iam, IamConfig, Sealer};
 use berth_runtime::DockerRuntime;
 use berth_store::{RedbOptions, RedbStore, Store};
 use clap::{Args, Parser, Subcommand};
@@ -79,6 +80,21 @@ struct ServerArgs {
     /// healthy in a rollout (ECS: 40).
     #[arg(long, default_value_t = 40)]
     service_task_settle_secs: u64,
+    #[command(flatten)]
+    auth: AuthArgs,
+}
+
+/// How the AWS APIs authenticate requests.
+#[derive(Args, Clone, Default)]
+struct AuthArgs {
+    /// Throwaway local use only: accept any well-formed SigV4 signature (any key id, the
+    /// signature not checked) as the account root. Refused unless --listen is a loopback
+    /// address.
+    #[arg(long, env = "BERTH_INSECURE_ANY_CREDENTIALS")]
+    insecure_any_credentials: bool,
+    /// Tests only: STS sessions last at most this many seconds.
+    #[arg(long, hide = true)]
+    test_max_session_secs: Option<u64>,
 }
 
 #[derive(Args, Clone)]
@@ -101,6 +117,10 @@ struct AgentArgs {
     /// Custom instance attribute, name=value (repeatable).
     #[arg(long = "attribute", value_parser = parse_attribute)]
     attributes: Vec<(String, String)>,
+    /// How long a stopped task's containers are kept (for `docker logs`) before they are
+    /// removed, e.g. 3h, 10m, 0s (ECS's ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION).
+    #[arg(long, default_value = "3h", value_parser = berth_agent::parse_duration, env = "BERTH_TASK_CLEANUP_WAIT")]
+    task_cleanup_wait: Duration,
 }
 
 #[derive(Args, Clone)]
@@ -122,6 +142,12 @@ struct DevArgs {
     /// healthy in a rollout (ECS: 40).
     #[arg(long, default_value_t = 40)]
     service_task_settle_secs: u64,
+    #[command(flatten)]
+    auth: AuthArgs,
+    /// How long a stopped task's containers are kept (for `docker logs`) before they are
+    /// removed, e.g. 3h, 10m, 0s (ECS's ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION).
+    #[arg(long, default_value = "3h", value_parser = berth_agent::parse_duration, env = "BERTH_TASK_CLEANUP_WAIT")]
+    task_cleanup_wait: Duration,
 }
 
 fn parse_attribute(s: &str) -> Result<(String, String), String> {
@@ -144,6 +170,7 @@ async fn termination() {
 struct RunningServer {
     url: String,
     control: Arc<ControlPlane>,
+    iam: Arc<Iam>,
     handle: tokio::task::JoinHandle<std::io::Result<()>>,
     _lock: lock::DataDirLock,
 }
@@ -153,6 +180,14 @@ async fn start_server(
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningServer> {
     let lock = lock::DataDirLock::acquire(&args.data_dir)?;
+    let insecure = args.auth.insecure_any_credentials;
+    if insecure && !args.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "--insecure-any-credentials accepts any signature: it is refused with a \
+             non-loopback --listen ({}); use the admin credentials instead",
+            args.listen
+        );
+    }
     berth_api::raise_open_file_limit();
     let store_path = args.data_dir.join("state.redb");
     let store: Arc<dyn Store> = {
@@ -174,10 +209,49 @@ async fn start_server(
         },
     );
     let control_plane_id = control.identity().await?;
-    control.services.set_scheduler_config(ServiceSchedulerConfig {
-        unchecked_task_settle: Duration::from_secs(args.service_task_settle_secs),
-        ..Default::default()
-    });
+
+    // Identity and access: the master key (mode 0600) seals every secret in the store.
+    let sealer = Arc::new(
+        Sealer::open_or_create(&args.data_dir.join(berth_iam::MASTER_KEY_FILE))
+            .context("opening the master key")?,
+    );
+    let mut iam_config = IamConfig::new(&args.account, &args.region);
+    if insecure {
+        iam_config.mode = AuthMode::InsecureAnyCredentials;
+        tracing::warn!(
+            "--insecure-any-credentials: any well-formed signature is accepted as the account \
+             root; nothing is authenticated. For throwaway local use only."
+        );
+    }
+    iam_config.max_session_lifetime = args.auth.test_max_session_secs.map(Duration::from_secs);
+    let iam = Iam::open(
+        Arc::clone(&store),
+        sealer,
+        Arc::new(SystemClock),
+        iam_config,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("opening the identity store: {e}"))?;
+    if let Some(admin) = iam
+        .bootstrap(&args.data_dir)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the admin access key: {e}"))?
+    {
+        // Shown once: the secret is also in the file (mode 0600), nowhere else in clear.
+        println!(
+            "berth: created the admin access key of arn:aws:iam::{}:root (saved to {}, mode 0600):",
+            args.account,
+            admin.file.display()
+        );
+        println!("berth:   AWS_ACCESS_KEY_ID={}", admin.access_key_id);
+        println!("berth:   AWS_SECRET_ACCESS_KEY={}", admin.secret_access_key);
+    }
+    control
+        .services
+        .set_scheduler_config(ServiceSchedulerConfig {
+            unchecked_task_settle: Duration::from_secs(args.service_task_settle_secs),
+            ..Default::default()
+        });
 
     // Background jobs run on the leader only (one server here; the lease makes it safe to
     // run several against one store).
@@ -220,6 +294,7 @@ async fn start_server(
         control: Arc::clone(&control),
         control_plane_id,
         limits: limits.clone(),
+        iam: Arc::clone(&iam),
     });
     let handle = tokio::spawn(berth_api::serve(
         listener,
@@ -230,9 +305,41 @@ async fn start_server(
     Ok(RunningServer {
         url,
         control,
+        iam,
         handle,
         _lock: lock,
     })
+}
+
+/// `berth dev` shows how to point the AWS CLI at it.
+fn print_dev_credentials(args: &ServerArgs, iam: &Iam) {
+    if args.auth.insecure_any_credentials {
+        println!(
+            "berth dev: --insecure-any-credentials: any key is accepted as the account root, e.g."
+        );
+        println!(
+            "export AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x AWS_DEFAULT_REGION={}",
+            iam.config.region
+        );
+        return;
+    }
+    let file = args.data_dir.join(berth_iam::CREDENTIALS_FILE);
+    match berth_iam::read_credentials_file(&file) {
+        Some(c) => {
+            println!(
+                "berth dev: the account root's admin key (from {}):",
+                file.display()
+            );
+            println!(
+                "export AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_DEFAULT_REGION={}",
+                c.access_key_id, c.secret_access_key, iam.config.region
+            );
+        }
+        None => println!(
+            "berth dev: {} is gone; use the keys you made with IAM (the admin key is shown once)",
+            file.display()
+        ),
+    }
 }
 
 /// A short random suffix for this process's leader identity.
@@ -287,9 +394,12 @@ async fn main() -> anyhow::Result<()> {
             config.host_bind_ip = args.host_bind_ip;
             config.reserved_memory_mib = args.reserved_memory;
             config.attributes = args.attributes;
+            config.task_cleanup_wait = args.task_cleanup_wait;
             run_agent(config, shutdown_rx).await?;
         }
         Command::Dev(args) => {
+            // One `berth dev` per data directory, checked before anything is created in it.
+            let _dev_lock = lock::DataDirLock::acquire(&args.data_dir)?;
             let server_args = ServerArgs {
                 listen: args.listen,
                 data_dir: args.data_dir.join("server"),
@@ -300,6 +410,7 @@ async fn main() -> anyhow::Result<()> {
                 stopped_task_retention_secs: 3600,
                 max_connections: None,
                 service_task_settle_secs: args.service_task_settle_secs,
+                auth: args.auth.clone(),
             };
             let server = start_server(&server_args, cancel).await?;
             // A fresh dev cluster has a "default" cluster, like a new ECS account's console.
@@ -312,6 +423,8 @@ async fn main() -> anyhow::Result<()> {
             let mut config = AgentConfig::new(server.url.clone(), args.data_dir.join("agent"));
             config.follow_all_clusters = true;
             config.host_bind_ip = args.host_bind_ip;
+            config.task_cleanup_wait = args.task_cleanup_wait;
+            print_dev_credentials(&server_args, &server.iam);
             println!(
                 "berth dev: ready. Try: aws --endpoint-url {} ecs list-clusters",
                 server.url
