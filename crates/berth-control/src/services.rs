@@ -230,6 +230,7 @@ fn history_record(
         deployment: service.spec.deployment.clone(),
         rollback_of,
         rolled_back_to: None,
+        circuit_breaker_tripped: false,
     }
 }
 
@@ -782,6 +783,7 @@ struct HistoryUpdate {
     status: ServiceDeploymentStatus,
     reason: Option<String>,
     rolled_back_to: Option<DeploymentId>,
+    breaker_tripped: bool,
 }
 
 impl HistoryUpdate {
@@ -791,6 +793,7 @@ impl HistoryUpdate {
             status,
             reason,
             rolled_back_to: None,
+            breaker_tripped: false,
         }
     }
 }
@@ -947,7 +950,16 @@ impl Services {
             .spec
             .health_check_grace_period_secs
             .map(|s| Duration::from_secs(u64::from(s)));
+        // A deployment the circuit breaker is about to fail (it is marked below, after this
+        // round's stops) starts nothing more: ECS's FAILED deployments launch no tasks.
+        let breaker = service.spec.deployment.circuit_breaker;
+        let about_to_fail = breaker.enable
+            && primary.rollout_state == RolloutState::InProgress
+            && !primary.had_healthy_task
+            && observed.failures.get(&primary.id).copied().unwrap_or(0)
+                >= CircuitBreaker::threshold(service.spec.desired_count);
         let launch_blocked = primary.rollout_state == RolloutState::Failed
+            || about_to_fail
             || service.status == ServiceStatus::Draining;
         let plan = match service.spec.scheduling_strategy {
             SchedulingStrategy::Replica => {
@@ -1137,6 +1149,7 @@ impl Services {
                 if update.rolled_back_to.is_some() {
                     history.rolled_back_to = update.rolled_back_to;
                 }
+                history.circuit_breaker_tripped |= update.breaker_tripped;
                 history.updated_at = now;
                 if matches!(
                     status,
@@ -1322,6 +1335,7 @@ impl Services {
                     );
                     history_updates.push(HistoryUpdate {
                         rolled_back_to: Some(target.id.clone()),
+                        breaker_tripped: true,
                         ..HistoryUpdate::new(
                             &primary.id,
                             ServiceDeploymentStatus::RollbackInProgress,
@@ -1330,18 +1344,20 @@ impl Services {
                     });
                     service.deployments.insert(0, next);
                 } else {
-                    history_updates.push(HistoryUpdate::new(
-                        &primary.id,
-                        ServiceDeploymentStatus::RollbackFailed,
-                        Some(format!("{reason} No completed deployment to roll back to.")),
-                    ));
+                    history_updates.push(HistoryUpdate {
+                        breaker_tripped: true,
+                        ..HistoryUpdate::new(
+                            &primary.id,
+                            ServiceDeploymentStatus::RollbackFailed,
+                            Some(format!("{reason} No completed deployment to roll back to.")),
+                        )
+                    });
                 }
             } else {
-                history_updates.push(HistoryUpdate::new(
-                    &primary.id,
-                    ServiceDeploymentStatus::Stopped,
-                    Some(reason),
-                ));
+                history_updates.push(HistoryUpdate {
+                    breaker_tripped: true,
+                    ..HistoryUpdate::new(&primary.id, ServiceDeploymentStatus::Stopped, Some(reason))
+                });
             }
         }
 

@@ -69,7 +69,10 @@ fn refuse_unsupported(
     )?;
     unsupported_if(non_empty(volume_configurations), "volumeConfigurations")?;
     unsupported_if(non_empty(vpc_lattice), "vpcLatticeConfigurations")?;
-    if let Some(kind) = deployment_controller.as_ref().and_then(|d| d.r#type.as_deref()) {
+    if let Some(kind) = deployment_controller
+        .as_ref()
+        .and_then(|d| d.r#type.as_deref())
+    {
         unsupported_if(kind != "ECS", &format!("deploymentController type {kind}"))?;
     }
     if let Some(dc) = deployment_configuration {
@@ -136,7 +139,14 @@ fn percent(
 fn propagate(given: &Option<String>) -> Result<Option<PropagateTags>, Error> {
     given
         .as_deref()
-        .map(|p| parse::enum_member(p, "propagateTags", PropagateTags::parse, PropagateTags::expected))
+        .map(|p| {
+            parse::enum_member(
+                p,
+                "propagateTags",
+                PropagateTags::parse,
+                PropagateTags::expected,
+            )
+        })
         .transpose()
 }
 
@@ -164,7 +174,9 @@ fn deployment(arns: &ArnBuilder, d: &Deployment) -> ecs::Deployment {
     }
 }
 
-fn constraints(c: &[berth_core::records::PlacementConstraintSpec]) -> Vec<ecs::PlacementConstraint> {
+fn constraints(
+    c: &[berth_core::records::PlacementConstraintSpec],
+) -> Vec<ecs::PlacementConstraint> {
     c.iter()
         .map(|c| ecs::PlacementConstraint {
             r#type: Some(c.kind.as_str().to_string()),
@@ -308,7 +320,11 @@ pub async fn create(
                 .transpose()?,
             launch_type,
             scheduling_strategy,
-            minimum_healthy_percent: percent(dc, |d| d.minimum_healthy_percent, "minimumHealthyPercent")?,
+            minimum_healthy_percent: percent(
+                dc,
+                |d| d.minimum_healthy_percent,
+                "minimumHealthyPercent",
+            )?,
             maximum_percent: percent(dc, |d| d.maximum_percent, "maximumPercent")?,
             circuit_breaker: circuit_breaker(dc).unwrap_or_default(),
             alarms: alarms(dc),
@@ -363,7 +379,11 @@ pub async fn update(
             .as_deref()
             .map(parse::task_definition_ref)
             .transpose()?,
-        minimum_healthy_percent: percent(dc, |d| d.minimum_healthy_percent, "minimumHealthyPercent")?,
+        minimum_healthy_percent: percent(
+            dc,
+            |d| d.minimum_healthy_percent,
+            "minimumHealthyPercent",
+        )?,
         maximum_percent: percent(dc, |d| d.maximum_percent, "maximumPercent")?,
         circuit_breaker: circuit_breaker(dc),
         alarms: alarms(dc),
@@ -416,7 +436,10 @@ pub async fn describe(
             Err(name) => out
                 .failures
                 .get_or_insert_with(Vec::new)
-                .push(render::failure(cp.arns().service(&cluster, &name), "MISSING")),
+                .push(render::failure(
+                    cp.arns().service(&cluster, &name),
+                    "MISSING",
+                )),
         }
     }
     Ok(out)
@@ -562,13 +585,7 @@ fn full(
             status: Some(
                 if !d.deployment.circuit_breaker.enable {
                     "DISABLED"
-                } else if matches!(
-                    d.status,
-                    ServiceDeploymentStatus::RollbackInProgress
-                        | ServiceDeploymentStatus::RollbackSuccessful
-                        | ServiceDeploymentStatus::RollbackFailed
-                ) || d.rolled_back_to.is_some()
-                {
+                } else if d.circuit_breaker_tripped {
                     "TRIGGERED"
                 } else if d.status == ServiceDeploymentStatus::InProgress {
                     "MONITORING"
@@ -604,7 +621,10 @@ pub async fn list_deployments(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let (after, before) = match &req.created_at {
-        Some(c) => (c.after.map(Timestamp::from_epoch_secs), c.before.map(Timestamp::from_epoch_secs)),
+        Some(c) => (
+            c.after.map(Timestamp::from_epoch_secs),
+            c.before.map(Timestamp::from_epoch_secs),
+        ),
         None => (None, None),
     };
     let all: Vec<ServiceDeploymentRecord> = cp
@@ -613,7 +633,9 @@ pub async fn list_deployments(
         .await?
         .into_iter()
         .filter(|d| statuses.is_empty() || statuses.contains(&d.status))
-        .filter(|d| after.is_none_or(|a| d.created_at >= a) && before.is_none_or(|b| d.created_at <= b))
+        .filter(|d| {
+            after.is_none_or(|a| d.created_at >= a) && before.is_none_or(|b| d.created_at <= b)
+        })
         .collect();
     let limit = match req.max_results {
         None => 20,
@@ -642,15 +664,16 @@ pub async fn list_deployments(
     })
 }
 
-/// A service deployment ARN: `…:service-deployment/<cluster>/<service>/<number>`.
-fn deployment_arn(arn: &str) -> Result<(ClusterName, ServiceName, DeploymentId), Error> {
+/// A service deployment ARN: `…:service-deployment/<cluster>/<service>/<id>`. berth's
+/// ids are numbers; another well-formed id names a deployment berth does not have (None).
+fn deployment_arn(arn: &str) -> Result<(ClusterName, ServiceName, Option<DeploymentId>), Error> {
     let bad = || Error::invalid(format!("{arn} is not a service deployment ARN."));
     let parsed = berth_core::Arn::parse(arn).map_err(|_| bad())?;
     match (parsed.kind, parsed.segments().as_slice()) {
-        (berth_core::ResourceKind::ServiceDeployment, [c, s, n]) => Ok((
+        (berth_core::ResourceKind::ServiceDeployment, [c, s, n]) if !n.is_empty() => Ok((
             ClusterName::new(*c).map_err(|_| bad())?,
             ServiceName::new(*s).map_err(|_| bad())?,
-            DeploymentId::new(format!("ecs-svc/{n}")).map_err(|_| bad())?,
+            DeploymentId::new(format!("ecs-svc/{n}")).ok(),
         )),
         _ => Err(bad()),
     }
@@ -667,7 +690,10 @@ pub async fn describe_deployments(
     };
     for arn in berth_control::dedup(given) {
         let (cluster, name, id) = deployment_arn(&arn)?;
-        let found = cp.services.deployment(&cluster, &name, &id).await?;
+        let found = match &id {
+            Some(id) => cp.services.deployment(&cluster, &name, id).await?,
+            None => None,
+        };
         let live = cp
             .services
             .describe(&cluster, std::slice::from_ref(&name), false)
@@ -696,6 +722,12 @@ pub async fn stop_deployment(
 ) -> Result<ecs::StopServiceDeploymentResponse, Error> {
     let arn = parse::required(&req.service_deployment_arn, "serviceDeploymentArn")?;
     let (cluster, name, id) = deployment_arn(arn)?;
+    let id = id.ok_or_else(|| {
+        Error::new(
+            berth_core::ErrorKind::ServiceDeploymentNotFound,
+            "The service deployment does not exist.",
+        )
+    })?;
     let rollback = match req.stop_type.as_deref() {
         None | Some("ROLLBACK") => true,
         Some("ABORT") => false,

@@ -129,6 +129,9 @@ pub struct ServiceDeploymentRecord {
     pub rollback_of: Option<DeploymentId>,
     /// Set when this deployment was rolled back (by the circuit breaker or a user).
     pub rolled_back_to: Option<DeploymentId>,
+    /// The deployment circuit breaker failed this deployment.
+    #[serde(default)]
+    pub circuit_breaker_tripped: bool,
 }
 
 impl ServiceRecord {
