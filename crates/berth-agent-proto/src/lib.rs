@@ -110,6 +110,15 @@ pub struct AssignedTask {
     /// Task-level CPU units and MiB, if the definition or overrides set them.
     pub cpu: Option<u64>,
     pub memory: Option<u64>,
+    /// The task's group (`family:<name>`, `service:<name>`, ...), for the task metadata
+    /// endpoint's `ServiceName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability_zone: Option<String>,
+    /// Container ARNs by container name, for the task metadata endpoint.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub container_arns: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -173,6 +182,9 @@ mod tests {
                 overrides: Value::Null,
                 cpu: None,
                 memory: Some(64),
+                group: Some("family:f".into()),
+                availability_zone: None,
+                container_arns: [("web".to_string(), "arn:c".to_string())].into(),
             }],
             active_instances: vec![],
             clusters: vec![],

@@ -3,12 +3,17 @@
 //! task to its own task manager (`runner`), which alone drives that task's containers and
 //! reports its state. The agent owns its host: after a restart it re-adopts its containers
 //! by label, it stops containers of tasks the control plane no longer assigns to it, and it
-//! cleans up after agent identities that were lost (`orphans`).
+//! cleans up after agent identities that were lost (`orphans`). Stopped tasks' containers
+//! are kept for the cleanup wait (ECS's `ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION`) so their
+//! logs can still be read. Containers reach the task metadata endpoint it serves
+//! (`metadata`).
 
 mod channel;
 mod identity;
+mod metadata;
 mod orphans;
 mod runner;
+pub mod setup;
 pub mod spec;
 #[cfg(test)]
 mod tests;
@@ -32,6 +37,7 @@ use tokio::time::Instant;
 use channel::Channel;
 pub use channel::ChannelError;
 use identity::{Identity, SavedInstance};
+use metadata::MetadataEndpoint;
 use orphans::{Asker, Janitor};
 use runner::{Assignment, RunnerContext, TaskHandle};
 
@@ -42,6 +48,8 @@ pub const DEFAULT_CLUSTER: &str = "default";
 
 /// How often the agent looks for containers of its own that no task needs any more.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// ECS's default `ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION`.
+pub const DEFAULT_TASK_CLEANUP_WAIT: Duration = Duration::from_secs(3 * 3600);
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -67,6 +75,11 @@ pub struct AgentConfig {
     pub orphan_grace: Duration,
     /// How often to check for such containers.
     pub orphan_check_interval: Duration,
+    /// How long a stopped task's containers are kept (for `docker logs`) before they are
+    /// removed, as ECS's `ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION`.
+    pub task_cleanup_wait: Duration,
+    /// Serve the task metadata endpoint (v4) to the task containers.
+    pub metadata_endpoint: bool,
 }
 
 impl AgentConfig {
@@ -83,8 +96,43 @@ impl AgentConfig {
             poll_wait: Duration::from_secs(15),
             orphan_grace: Duration::from_secs(60),
             orphan_check_interval: Duration::from_secs(30),
+            task_cleanup_wait: DEFAULT_TASK_CLEANUP_WAIT,
+            metadata_endpoint: true,
         }
     }
+}
+
+/// Parses a duration as the agent's flags take it: a number with a unit `ms`, `s`, `m`,
+/// `h` or `d` (`3h`, `90s`, `0s`), or combinations (`1h30m`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {s:?}: expected e.g. 3h, 10m, 30s, 0s or 1h30m");
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86_400)),
+            _ => return Err(bad()),
+        };
+        total = total.saturating_add(unit);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
 }
 
 pub struct Agent {
@@ -95,6 +143,7 @@ pub struct Agent {
     identity: Identity,
     resources: InstanceResources,
     version_info: VersionInfo,
+    architecture: String,
 }
 
 /// What the poll loop keeps between polls.
@@ -152,6 +201,7 @@ impl Agent {
             identity,
             resources,
             version_info,
+            architecture: host.architecture,
         })
     }
 
@@ -376,12 +426,31 @@ impl Agent {
         if !self.join(&mut shutdown).await? {
             return Ok(());
         }
+        let metadata = if self.config.metadata_endpoint {
+            let gateway = match self.runtime.bridge_gateway().await {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot find the Docker bridge's gateway");
+                    None
+                }
+            };
+            Some(Arc::new(
+                MetadataEndpoint::start(Arc::clone(&self.runtime), gateway, &self.config.data_dir)
+                    .await
+                    .context("starting the task metadata endpoint")?,
+            ))
+        } else {
+            None
+        };
         let ctx = Arc::new(RunnerContext {
             runtime: Arc::clone(&self.runtime),
             channel: self.channel.clone(),
             clock: Arc::clone(&self.clock),
             agent_id: self.identity.agent_id.clone(),
             host_bind_ip: self.config.host_bind_ip.clone(),
+            host_architecture: self.architecture.clone(),
+            cleanup_wait: self.config.task_cleanup_wait,
+            metadata,
         });
         let (asker_tx, asker_rx) = watch::channel(self.asker());
         let _janitor = Background(tokio::spawn(
@@ -535,7 +604,9 @@ impl Agent {
             }
         };
         let control_plane = self.identity.control_plane_id.as_ref();
+        let with_containers: HashSet<String> = by_task.keys().cloned().collect();
         for (arn, containers) in by_task {
+            let arn_key = arn.clone();
             if assigned.contains(&arn)
                 || tasks.running.contains_key(&arn)
                 || tasks.sweeps.contains_key(&arn)
@@ -550,22 +621,121 @@ impl Agent {
                 continue;
             }
             tasks.adoptable.remove(&arn);
-            tracing::info!(task = %arn, containers = containers.len(),
-                "removing containers of a task this agent no longer runs");
             let runtime = Arc::clone(&self.runtime);
+            let wait = self.config.task_cleanup_wait;
+            let agent_id = self.identity.agent_id.clone();
             let sweep = Background(tokio::spawn(async move {
-                for c in containers {
-                    if let Err(e) = runtime.stop(&c.id, spec::DEFAULT_STOP_TIMEOUT).await {
-                        tracing::warn!(container = %c.name, error = %e, "stopping container failed");
-                    }
-                    if let Err(e) = runtime.remove(&c.id).await {
-                        tracing::warn!(container = %c.name, error = %e, "removing container failed");
-                    }
-                }
+                sweep_task(runtime.as_ref(), &agent_id, &arn, containers, wait).await;
             }));
-            tasks.sweeps.insert(arn, sweep);
+            tasks.sweeps.insert(arn_key, sweep);
+        }
+        // Task volumes whose task has no containers left (removed by hand, or the agent
+        // stopped between removing the containers and the volumes).
+        let volumes = match self
+            .runtime
+            .list_volumes_labelled(labels::AGENT, &self.identity.agent_id)
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing volumes failed");
+                return;
+            }
+        };
+        for v in volumes {
+            let Some(arn) = v.labels.get(labels::TASK_ARN) else {
+                continue;
+            };
+            if !v.labels.contains_key(setup::TASK_VOLUME_LABEL)
+                || v.labels.get(labels::CONTROL_PLANE) != control_plane
+                || assigned.contains(arn)
+                || tasks.running.contains_key(arn)
+                || tasks.sweeps.contains_key(arn)
+                || with_containers.contains(arn)
+            {
+                continue;
+            }
+            tracing::info!(task = %arn, volume = %v.name, "removing the volume of a task that is gone");
+            if let Err(e) = self.runtime.remove_volume(&v.name).await {
+                tracing::warn!(volume = %v.name, error = %e, "removing volume failed");
+            }
         }
     }
+}
+
+/// Cleans up after a task this agent no longer runs: stops its running containers, and
+/// once they have been stopped for the cleanup wait (by the engine's `finished_at`, so this
+/// holds across agent restarts) removes them with the task's volumes and cgroup.
+async fn sweep_task(
+    runtime: &dyn ContainerRuntime,
+    agent_id: &str,
+    arn: &str,
+    containers: Vec<ContainerStatus>,
+    wait: Duration,
+) {
+    let mut stopped_any = false;
+    for c in containers
+        .iter()
+        .filter(|c| c.state == berth_runtime::RunState::Running)
+    {
+        tracing::info!(task = %arn, container = %c.name,
+            "stopping a container of a task this agent no longer runs");
+        stopped_any = true;
+        if let Err(e) = runtime.stop(&c.id, spec::DEFAULT_STOP_TIMEOUT).await {
+            tracing::warn!(container = %c.name, error = %e, "stopping container failed");
+        }
+    }
+    let mut last_finished: Option<std::time::SystemTime> = None;
+    let mut current = Vec::new();
+    for c in &containers {
+        match runtime.inspect(&c.id).await {
+            Ok(found) => {
+                if found.state == berth_runtime::RunState::Running {
+                    // Still running (it could not be stopped): try again next sweep.
+                    return;
+                }
+                last_finished = last_finished.max(found.finished_at);
+                current.push(found);
+            }
+            Err(berth_runtime::RuntimeError::NotFound(_)) => {}
+            Err(e) => {
+                tracing::warn!(container = %c.name, error = %e, "inspecting container failed");
+                return;
+            }
+        }
+    }
+    // The engine's clock, which its timestamps are in.
+    let stopped_for = last_finished
+        .and_then(|t| runtime.now().duration_since(t).ok())
+        .unwrap_or(Duration::MAX);
+    if stopped_for < wait {
+        if stopped_any {
+            tracing::info!(task = %arn, wait = ?wait,
+                "containers kept for the cleanup wait before removal");
+        }
+        return;
+    }
+    tracing::info!(task = %arn, containers = current.len(),
+        "removing containers of a task that stopped more than the cleanup wait ago");
+    let volumes: Vec<String> = match runtime.list_volumes_labelled(labels::TASK_ARN, arn).await {
+        Ok(v) => v
+            .into_iter()
+            .filter(|v| {
+                v.labels.contains_key(setup::TASK_VOLUME_LABEL)
+                    && v.labels.get(labels::AGENT).map(String::as_str) == Some(agent_id)
+            })
+            .map(|v| v.name)
+            .collect(),
+        Err(_) => vec![],
+    };
+    runner::cleanup(
+        runtime,
+        arn,
+        current.into_iter().map(|c| c.id).collect(),
+        &volumes,
+        Some(&setup::group_name(arn)),
+    )
+    .await;
 }
 
 /// Sleeps for the backoff (then doubles it). False if shut down meanwhile.

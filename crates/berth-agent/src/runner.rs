@@ -1,11 +1,13 @@
 //! One task manager per task, as amazon-ecs-agent's `managedTask`: it alone drives the
-//! task's containers and reports the task's state. It starts the containers in `dependsOn`
-//! order, watches them, stops them when told or when an essential container exits, and
-//! reports every transition.
+//! task's containers and reports the task's state. It prepares what the task needs (volumes,
+//! cgroup, pause container), creates the containers, starts them in `dependsOn` (and link)
+//! order, watches them, restarts them in place per their restart policy, stops them when
+//! told or when an essential container exits, reports every transition, and removes the
+//! containers once the task has been stopped for the cleanup wait.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use berth_agent_proto::{labels, AssignedTask, InstanceCredential, ReportRequest};
@@ -24,7 +26,9 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::channel::Channel;
-use crate::spec::{self, SpecContext};
+use crate::metadata::{ContainerView, MetadataEndpoint, SharedView, TaskView};
+use crate::setup::{self, TaskPlan};
+use crate::spec::{self, ContainerInputs, SpecContext, TaskSetup};
 
 /// How often health is re-read while a container waits for a HEALTHY dependency.
 const DEPENDENCY_HEALTH_POLL: Duration = Duration::from_millis(500);
@@ -40,6 +44,11 @@ pub(crate) struct RunnerContext {
     pub clock: Arc<dyn Clock>,
     pub agent_id: String,
     pub host_bind_ip: String,
+    /// The host's CPU architecture, as ECS spells it.
+    pub host_architecture: String,
+    /// How long a stopped task's containers are kept before they are removed.
+    pub cleanup_wait: Duration,
+    pub metadata: Option<Arc<MetadataEndpoint>>,
 }
 
 /// A task handed to a runner.
@@ -133,12 +142,30 @@ async fn until_stopped(desired: &mut watch::Receiver<DesiredStatus>) -> Ending {
     }
 }
 
+/// A container's restart policy and what it has done.
+#[derive(Debug, Clone, Default)]
+struct Restarts {
+    ignored_exit_codes: Vec<i32>,
+    attempt_period: Duration,
+    count: u32,
+    last_at: Option<Instant>,
+}
+
+/// ECS's default `restartAttemptPeriod`.
+const DEFAULT_RESTART_ATTEMPT_PERIOD: Duration = Duration::from_secs(300);
+
 struct Container {
     def: ContainerDefinition,
     name: String,
     essential: bool,
-    /// (index of the container depended on, condition)
+    /// (index of the container depended on, condition); links add START.
     depends_on: Vec<(usize, DependencyCondition)>,
+    /// Containers that must exist before this one is created (volumesFrom, links).
+    created_after: Vec<usize>,
+    /// The restart policy, if enabled.
+    restarts: Option<Restarts>,
+    /// The container's task metadata endpoint token.
+    token: Option<String>,
     id: Option<String>,
     started: bool,
     started_at: Option<Instant>,
@@ -207,7 +234,42 @@ fn containers_of(td: TaskDefinition) -> Result<Vec<Container>, String> {
                     Ok((index, condition))
                 })
                 .collect::<Result<Vec<_>, String>>()?;
+            let mut depends_on = depends_on;
+            let mut created_after = Vec::new();
+            let index_of = |target: &str| {
+                names.iter().position(|n| n == target).ok_or_else(|| {
+                    format!("container {name} refers to {target}, which the task does not have")
+                })
+            };
+            for link in def.links.iter().flatten() {
+                let target = link.split_once(':').map_or(link.as_str(), |(t, _)| t);
+                let t = index_of(target)?;
+                // A linked container starts first (ECS's implicit dependency).
+                if !depends_on.iter().any(|(i, _)| *i == t) {
+                    depends_on.push((t, DependencyCondition::Start));
+                }
+                created_after.push(t);
+            }
+            for v in def.volumes_from.iter().flatten() {
+                created_after.push(index_of(v.source_container.as_deref().unwrap_or_default())?);
+            }
+            let restarts = def
+                .restart_policy
+                .as_ref()
+                .filter(|p| p.enabled == Some(true))
+                .map(|p| Restarts {
+                    ignored_exit_codes: p.ignored_exit_codes.clone().unwrap_or_default(),
+                    attempt_period: p
+                        .restart_attempt_period
+                        .and_then(|s| u64::try_from(s).ok())
+                        .map_or(DEFAULT_RESTART_ATTEMPT_PERIOD, Duration::from_secs),
+                    count: 0,
+                    last_at: None,
+                });
             Ok(Container {
+                created_after,
+                restarts,
+                token: None,
                 essential: def.essential.unwrap_or(true),
                 health: def.health_check.as_ref().map(|_| HealthStatus::Unknown),
                 def,
@@ -271,6 +333,13 @@ struct Runner {
     control_plane_id: String,
     network_mode: NetworkMode,
     overrides: TaskOverride,
+    plan: TaskPlan,
+    /// Made by `prepare` before the containers are created.
+    setup: TaskSetup,
+    /// The pause container holding shared namespaces, if the task has one.
+    pause: Option<String>,
+    /// What the task metadata endpoint shows of the task.
+    view: SharedView,
     containers: Vec<Container>,
     desired: watch::Receiver<DesiredStatus>,
     /// A report's answer said the control plane wants the task stopped.
@@ -297,17 +366,43 @@ async fn run(
     let arn = a.task.task_arn.clone();
     tracing::info!(task = %arn, adopted = a.adopted.len(), "task assigned");
     // A task that cannot be read still gets its STOPPED report.
-    let (containers, network_mode, overrides, invalid) = match parse(&a.task) {
-        Ok((containers, network_mode, overrides)) => (containers, network_mode, overrides, None),
+    let (parsed, invalid) = match parse(&a.task) {
+        Ok(parsed) => (parsed, None),
         Err(e) => (
-            vec![],
-            NetworkMode::Bridge,
-            TaskOverride::default(),
+            Parsed {
+                containers: vec![],
+                network_mode: NetworkMode::Bridge,
+                overrides: TaskOverride::default(),
+                plan: TaskPlan::default(),
+            },
             Some(StopCause::failed_to_start(format!(
                 "Invalid task definition: {e}"
             ))),
         ),
     };
+    let Parsed {
+        containers,
+        network_mode,
+        overrides,
+        plan,
+    } = parsed;
+    let view = Arc::new(RwLock::new(TaskView {
+        cluster: a.task.cluster.clone(),
+        task_arn: a.task.task_arn.clone(),
+        family: a.task.family.clone(),
+        revision: a.task.revision,
+        cpu: a.task.cpu,
+        memory: a.task.memory,
+        availability_zone: a.task.availability_zone.clone(),
+        service_name: a
+            .task
+            .group
+            .as_deref()
+            .and_then(|g| g.strip_prefix("service:"))
+            .map(str::to_string),
+        network_mode: Some(network_mode),
+        ..TaskView::default()
+    }));
     let (exits_tx, exits_rx) = mpsc::unbounded_channel();
     let mut runner = Runner {
         ctx,
@@ -315,6 +410,10 @@ async fn run(
         control_plane_id: a.control_plane_id,
         network_mode,
         overrides,
+        plan,
+        setup: TaskSetup::default(),
+        pause: None,
+        view,
         containers,
         desired,
         stop_answered: false,
@@ -343,7 +442,14 @@ async fn run(
     runner.stop_and_finish(cause).await;
 }
 
-fn parse(task: &AssignedTask) -> Result<(Vec<Container>, NetworkMode, TaskOverride), String> {
+struct Parsed {
+    containers: Vec<Container>,
+    network_mode: NetworkMode,
+    overrides: TaskOverride,
+    plan: TaskPlan,
+}
+
+fn parse(task: &AssignedTask) -> Result<Parsed, String> {
     let td: TaskDefinition = serde_json::from_value(task.task_definition.clone())
         .map_err(|e| format!("the task definition cannot be read: {e}"))?;
     let overrides: TaskOverride = if task.overrides.is_null() {
@@ -356,7 +462,13 @@ fn parse(task: &AssignedTask) -> Result<(Vec<Container>, NetworkMode, TaskOverri
         None => NetworkMode::Bridge,
         Some(m) => NetworkMode::parse(m).ok_or_else(|| format!("unknown network mode {m}"))?,
     };
-    Ok((containers_of(td)?, network_mode, overrides))
+    let plan = TaskPlan::of(&td, task.cpu, task.memory)?;
+    Ok(Parsed {
+        containers: containers_of(td)?,
+        network_mode,
+        overrides,
+        plan,
+    })
 }
 
 impl Runner {
@@ -373,8 +485,8 @@ impl Runner {
     }
 
     async fn drive(&mut self, adopted: Vec<Found>) -> Ending {
-        let had_containers = !adopted.is_empty();
         self.adopt(adopted);
+        let had_containers = self.containers.iter().any(|c| c.id.is_some());
         if self.wants_stop() {
             return Ending::Ordered;
         }
@@ -405,6 +517,10 @@ impl Runner {
         let now = Instant::now();
         for found in adopted {
             let name = found.labels.get(labels::CONTAINER_NAME);
+            if name.map(String::as_str) == Some(spec::PAUSE_CONTAINER_NAME) {
+                self.pause = Some(found.id.clone());
+                continue;
+            }
             let Some(i) = self
                 .containers
                 .iter()
@@ -412,6 +528,12 @@ impl Runner {
             else {
                 continue;
             };
+            if let Some(token) = found.labels.get(spec::METADATA_TOKEN_LABEL) {
+                if let Some(endpoint) = &self.ctx.metadata {
+                    endpoint.register(token, &self.view, &self.containers[i].name);
+                }
+                self.containers[i].token = Some(token.clone());
+            }
             let c = &mut self.containers[i];
             c.id = Some(found.id.clone());
             c.image_digest.clone_from(&found.image_digest);
@@ -460,7 +582,132 @@ impl Runner {
             revision: self.task.revision,
             network_mode: self.network_mode,
             host_bind_ip: &self.ctx.host_bind_ip,
+            setup: &self.setup,
         }
+    }
+
+    fn failed(&mut self, i: Option<usize>, reason: String) -> Ending {
+        if let Some(i) = i {
+            self.containers[i].reason = Some(reason.clone());
+        }
+        Ending::Cause(StopCause::failed_to_start(reason))
+    }
+
+    /// What the task needs before its containers: volumes, cgroup, pause container.
+    async fn prepare(&mut self) -> Result<(), String> {
+        let runtime = Arc::clone(&self.ctx.runtime);
+        setup::architecture_matches(
+            self.plan.cpu_architecture.as_deref(),
+            &self.ctx.host_architecture,
+        )?;
+        let (volumes, _) =
+            setup::volumes(runtime.as_ref(), &self.spec_context(), &self.plan).await?;
+        self.setup.volumes = volumes;
+        self.setup.task_memory = self.plan.memory;
+        if let Some(limits) = setup::group_limits(&self.plan) {
+            let group = setup::group_name(&self.task.task_arn);
+            match runtime.create_group(&group, &limits).await {
+                Ok(Some(parent)) => self.setup.cgroup_parent = Some(parent),
+                Ok(None) => {
+                    let defs: Vec<&ContainerDefinition> =
+                        self.containers.iter().map(|c| &c.def).collect();
+                    self.setup.shares = setup::shares(&self.plan, &defs);
+                }
+                Err(e) => return Err(format!("task cgroup: {e}")),
+            }
+        }
+        if self.plan.needs_pause() {
+            let pause = match self.pause.clone() {
+                Some(id) => id,
+                None => {
+                    let image = runtime
+                        .ensure_pause_image()
+                        .await
+                        .map_err(|e| format!("pause image: {e}"))?;
+                    let defs: Vec<&ContainerDefinition> =
+                        self.containers.iter().map(|c| &c.def).collect();
+                    let spec = setup::pause_spec(&self.spec_context(), &self.plan, &image, &defs);
+                    let id = runtime
+                        .create(&spec)
+                        .await
+                        .map_err(|e| format!("pause container: {e}"))?;
+                    self.pause = Some(id.clone());
+                    id
+                }
+            };
+            runtime
+                .start(&pause)
+                .await
+                .map_err(|e| format!("pause container: {e}"))?;
+        }
+        let (pid, ipc) = setup::namespace_modes(&self.plan, self.pause.as_deref());
+        self.setup.pid_mode = pid;
+        self.setup.ipc_mode = ipc;
+        Ok(())
+    }
+
+    /// The order to create containers in: those another needs (volumesFrom, links) first.
+    fn creation_order(&self, missing: &[usize]) -> Vec<usize> {
+        let mut order: Vec<usize> = Vec::new();
+        let mut left: Vec<usize> = missing.to_vec();
+        while !left.is_empty() {
+            let ready: Vec<usize> = left
+                .iter()
+                .copied()
+                .filter(|i| {
+                    self.containers[*i]
+                        .created_after
+                        .iter()
+                        .all(|d| !left.contains(d))
+                })
+                .collect();
+            if ready.is_empty() {
+                // A cycle (the control plane refuses them): keep the definition's order.
+                order.extend(left);
+                break;
+            }
+            left.retain(|i| !ready.contains(i));
+            order.extend(ready);
+        }
+        order
+    }
+
+    /// Creates one container: reads its environment files, gives it its metadata endpoint.
+    async fn create_container(&mut self, i: usize) -> Result<String, String> {
+        let c = &self.containers[i];
+        let overrides = spec::container_override(&self.overrides, &c.name);
+        let files = spec::environment_files(&c.def, overrides)?;
+        let env_files = setup::read_environment_files(&files).await?;
+        let networked = c.def.disable_networking != Some(true);
+        let token = c
+            .token
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        let metadata = self
+            .ctx
+            .metadata
+            .as_ref()
+            .filter(|_| networked)
+            .and_then(|m| m.uri(self.network_mode, &token))
+            .map(|uri| (uri, token.clone()));
+        let inputs = ContainerInputs {
+            env_files,
+            metadata,
+        };
+        let spec = spec::container_spec(&self.spec_context(), &c.def, overrides, &inputs)?;
+        let id = self
+            .ctx
+            .runtime
+            .create(&spec)
+            .await
+            .map_err(|e| e.to_string())?;
+        if inputs.metadata.is_some() {
+            if let Some(endpoint) = &self.ctx.metadata {
+                endpoint.register(&token, &self.view, &self.containers[i].name);
+            }
+            self.containers[i].token = Some(token);
+        }
+        Ok(id)
     }
 
     /// Pulls and creates what is missing, then starts the containers as their dependencies
@@ -476,25 +723,18 @@ impl Runner {
             for &i in &missing {
                 let image = self.containers[i].def.image.clone().unwrap_or_default();
                 if let Err(e) = self.interruptible(runtime.ensure_image(&image)).await? {
-                    let reason = format!("CannotPullContainerError: {e}");
-                    self.containers[i].reason = Some(reason.clone());
-                    return Err(Ending::Cause(StopCause::failed_to_start(reason)));
+                    return Err(self.failed(Some(i), format!("CannotPullContainerError: {e}")));
                 }
             }
             self.pull_stopped_at = Some(self.ctx.clock.now());
-            for &i in &missing {
-                let c = &self.containers[i];
-                let overrides = spec::container_override(&self.overrides, &c.name);
-                let created = match spec::container_spec(&self.spec_context(), &c.def, overrides) {
-                    Ok(spec) => runtime.create(&spec).await.map_err(|e| e.to_string()),
-                    Err(e) => Err(e),
-                };
-                match created {
+            if let Err(e) = self.prepare().await {
+                return Err(self.failed(None, format!("ResourceInitializationError: {e}")));
+            }
+            for i in self.creation_order(&missing) {
+                match self.create_container(i).await {
                     Ok(id) => self.containers[i].id = Some(id),
                     Err(e) => {
-                        let reason = format!("CannotCreateContainerError: {e}");
-                        self.containers[i].reason = Some(reason.clone());
-                        return Err(Ending::Cause(StopCause::failed_to_start(reason)));
+                        return Err(self.failed(Some(i), format!("CannotCreateContainerError: {e}")))
                     }
                 }
             }
@@ -685,6 +925,63 @@ impl Runner {
             essential = c.essential,
             "container exited"
         );
+        self.maybe_restart(index).await;
+    }
+
+    /// ECS's container restart policy: a container that exited while the task runs is
+    /// restarted in place unless its exit code is ignored or it has not run for the
+    /// restart attempt period since its last (re)start.
+    async fn maybe_restart(&mut self, index: usize) {
+        if self.wants_stop() {
+            return;
+        }
+        let now = Instant::now();
+        let c = &self.containers[index];
+        let Some(r) = &c.restarts else { return };
+        let Some(id) = c.id.clone() else { return };
+        let Some(code) = c.exit_code else { return };
+        let why_not = if r.ignored_exit_codes.contains(&code) {
+            Some(format!("exit code {code} is ignored by its restart policy"))
+        } else {
+            let since = r.last_at.or(c.started_at).unwrap_or(now);
+            (now.saturating_duration_since(since) < r.attempt_period).then(|| {
+                format!(
+                    "it ran less than its restartAttemptPeriod of {}s",
+                    r.attempt_period.as_secs()
+                )
+            })
+        };
+        if let Some(why) = why_not {
+            tracing::info!(task = %self.task.task_arn, container = %c.name,
+                "not restarting the container: {why}");
+            return;
+        }
+        match self.ctx.runtime.start(&id).await {
+            Ok(()) => {
+                let c = &mut self.containers[index];
+                c.status = ContainerStatus::Running;
+                c.exit_code = None;
+                c.reason = None;
+                if c.health.is_some() {
+                    c.health = Some(HealthStatus::Unknown);
+                }
+                if let Some(r) = c.restarts.as_mut() {
+                    r.count += 1;
+                    r.last_at = Some(now);
+                }
+                tracing::info!(task = %self.task.task_arn, container = %c.name,
+                    restarts = c.restarts.as_ref().map_or(0, |r| r.count),
+                    "container restarted in place (restart policy)");
+                if let Ok(found) = self.ctx.runtime.inspect(&id).await {
+                    self.containers[index].bindings = bindings_of(&found);
+                }
+                self.spawn_waiter(index);
+            }
+            Err(e) => {
+                tracing::warn!(task = %self.task.task_arn, container = %id, error = %e,
+                    "restarting the container failed");
+            }
+        }
     }
 
     async fn refresh_health(&mut self) {
@@ -759,19 +1056,130 @@ impl Runner {
             }
             self.containers[i].status = ContainerStatus::Stopped;
         }
+        if let Some(pause) = &self.pause {
+            // The pause program ignores SIGTERM: nothing to wait for.
+            if let Err(e) = runtime.stop(pause, Duration::ZERO).await {
+                tracing::warn!(container = %pause, error = %e, "stopping the pause container failed");
+            }
+        }
         self.report(TaskStatus::Deprovisioning, None).await;
         self.report(TaskStatus::Stopped, cause.as_ref()).await;
-        for c in &self.containers {
-            if let Some(id) = &c.id {
-                if let Err(e) = runtime.remove(id).await {
-                    tracing::warn!(container = %id, error = %e, "removing container failed");
+        // The containers have stopped: the task's cgroup can go.
+        let group = setup::group_name(&self.task.task_arn);
+        let group_left = setup::group_limits(&self.plan).is_some()
+            && runtime.remove_group(&group).await.is_err();
+        // Stopped containers stay (for `docker logs`, `docker inspect`) for the cleanup wait.
+        let wait = self.ctx.cleanup_wait;
+        if !wait.is_zero() {
+            tracing::info!(task = %self.task.task_arn, wait = ?wait,
+                "task stopped; its containers are kept for the cleanup wait");
+            tokio::time::sleep(wait).await;
+        }
+        let ids: Vec<String> = self
+            .containers
+            .iter()
+            .filter_map(|c| c.id.clone())
+            .chain(self.pause.clone())
+            .collect();
+        let volumes = setup::owned_volume_names(&self.spec_context(), &self.plan);
+        cleanup(
+            runtime.as_ref(),
+            &self.task.task_arn,
+            ids,
+            &volumes,
+            group_left.then_some(group.as_str()),
+        )
+        .await;
+        if let Some(endpoint) = &self.ctx.metadata {
+            endpoint.forget_task(&self.view);
+        }
+    }
+
+    /// Brings the task metadata endpoint's view up to date.
+    fn update_view(&self, status: TaskStatus) {
+        let ctx = self.spec_context();
+        let containers = self
+            .containers
+            .iter()
+            .map(|c| {
+                let over = spec::container_override(&self.overrides, &c.name);
+                ContainerView {
+                    name: c.name.clone(),
+                    docker_id: c.id.clone(),
+                    docker_name: spec::container_name(&ctx, &c.name),
+                    image: c.def.image.clone().unwrap_or_default(),
+                    labels: c.def.docker_labels.clone().unwrap_or_default(),
+                    desired_status: Some(if self.wants_stop() {
+                        DesiredStatus::Stopped
+                    } else {
+                        DesiredStatus::Running
+                    }),
+                    known_status: Some(c.status),
+                    exit_code: c.exit_code,
+                    cpu: over
+                        .and_then(|o| o.cpu)
+                        .or(c.def.cpu)
+                        .and_then(|v| u64::try_from(v).ok())
+                        .unwrap_or(0),
+                    memory: over
+                        .and_then(|o| o.memory)
+                        .or(c.def.memory)
+                        .map(i64::from)
+                        .or(self.task.memory.map(|m| m as i64)),
+                    log_driver: c
+                        .def
+                        .log_configuration
+                        .as_ref()
+                        .and_then(|l| l.log_driver.clone()),
+                    log_options: c
+                        .def
+                        .log_configuration
+                        .as_ref()
+                        .and_then(|l| l.options.clone())
+                        .unwrap_or_default(),
+                    ports: c.bindings.clone(),
+                    health: c.health,
+                    volumes: c
+                        .def
+                        .mount_points
+                        .iter()
+                        .flatten()
+                        .map(|m| {
+                            let volume = m.source_volume.clone().unwrap_or_default();
+                            let source = match self.setup.volumes.get(&volume) {
+                                Some(berth_runtime::MountSource::Bind(p)) => p.clone(),
+                                Some(berth_runtime::MountSource::Volume(v)) => v.clone(),
+                                None => volume,
+                            };
+                            (source, m.container_path.clone().unwrap_or_default())
+                        })
+                        .collect(),
+                    restart_count: c.restarts.as_ref().map(|r| r.count),
+                    container_arn: self.task.container_arns.get(&c.name).cloned(),
+                    network_disabled: c.def.disable_networking == Some(true),
                 }
+            })
+            .collect();
+        if let Ok(mut view) = self.view.write() {
+            view.desired_status = Some(if self.wants_stop() {
+                DesiredStatus::Stopped
+            } else {
+                DesiredStatus::Running
+            });
+            view.known_status = Some(status);
+            view.pull_started_at = self.pull_started_at;
+            view.pull_stopped_at = self.pull_stopped_at;
+            if status.is_terminal() {
+                view.execution_stopped_at
+                    .get_or_insert(self.ctx.clock.now());
             }
+            view.containers = containers;
         }
     }
 
     /// Reports the task's current state unless it is what was last reported.
     async fn report(&mut self, status: TaskStatus, cause: Option<&StopCause>) {
+        self.update_view(status);
         let report = TaskReport {
             status,
             reason: cause.map(|c| c.reason.clone()),
@@ -840,4 +1248,32 @@ impl Runner {
             }
         }
     }
+}
+
+/// Removes a stopped task's containers, its task-scoped volumes and (if still there) its
+/// cgroup. Used by the task's runner after the cleanup wait, and by the agent for tasks it
+/// no longer runs (after a restart).
+pub(crate) async fn cleanup(
+    runtime: &dyn ContainerRuntime,
+    task_arn: &str,
+    containers: Vec<String>,
+    volumes: &[String],
+    group: Option<&str>,
+) {
+    for id in containers {
+        if let Err(e) = runtime.remove(&id).await {
+            tracing::warn!(task = %task_arn, container = %id, error = %e, "removing container failed");
+        }
+    }
+    for v in volumes {
+        if let Err(e) = runtime.remove_volume(v).await {
+            tracing::warn!(task = %task_arn, volume = %v, error = %e, "removing the task's volume failed");
+        }
+    }
+    if let Some(group) = group {
+        if let Err(e) = runtime.remove_group(group).await {
+            tracing::warn!(task = %task_arn, group = %group, error = %e, "removing the task's cgroup failed");
+        }
+    }
+    tracing::debug!(task = %task_arn, "task cleaned up");
 }

@@ -101,6 +101,14 @@ fn assigned(cp: &ControlPlane, a: &Assigned) -> proto::AssignedTask {
         overrides: t.desired.overrides.document.clone(),
         cpu: t.desired.overrides.cpu.or(spec.cpu),
         memory: t.desired.overrides.memory.or(spec.memory),
+        group: Some(t.desired.group.clone()),
+        availability_zone: t.desired.availability_zone.clone(),
+        container_arns: t
+            .desired
+            .containers
+            .iter()
+            .map(|c| (c.name.clone(), cp.arns().container(&t.cluster, &c.id)))
+            .collect(),
     }
 }
 

@@ -22,8 +22,8 @@ use futures_util::FutureExt;
 use tokio::time::Instant;
 
 use crate::{
-    ContainerRuntime, ContainerSpec, ContainerStatus, Health, HealthCheckSpec, PortBinding,
-    PortProtocol, RunState, RuntimeError,
+    ContainerRuntime, ContainerSpec, ContainerStatus, GroupLimits, Health, HealthCheckSpec, Mount,
+    MountSource, PortBinding, PortProtocol, RunState, RuntimeError, VolumeSpec,
 };
 
 /// The label every container of the suite carries; its value identifies the test run (so
@@ -69,6 +69,170 @@ pub async fn run_all(rt: &dyn ContainerRuntime, images: &TestImages) {
     list_labelled(rt, images).await;
     duplicate_name(rt, images).await;
     health_check(rt, images).await;
+    volumes(rt, images).await;
+    timestamps_and_stats(rt, images).await;
+    shared_namespaces_and_groups(rt, images).await;
+}
+
+/// Volumes: created with labels (again: the existing one), inspected, listed by label,
+/// mounted by a container, removed once unused (again: fine), then gone.
+pub async fn volumes(rt: &dyn ContainerRuntime, images: &TestImages) {
+    let s = Scratch::new(rt, "volumes");
+    let name = s.name("vol");
+    s.run(async {
+        s.ensure(images).await;
+        let spec = VolumeSpec {
+            name: name.clone(),
+            driver: None,
+            driver_opts: Default::default(),
+            labels: [(RUN_LABEL.to_string(), run_id().to_string())].into(),
+        };
+        let created = rt.create_volume(&spec).await.expect("create_volume");
+        assert_eq!(created.name, name);
+        assert_eq!(created.driver, "local");
+        assert_eq!(
+            created.labels.get(RUN_LABEL).map(String::as_str),
+            Some(run_id())
+        );
+        let again = rt.create_volume(&spec).await.expect("create_volume again");
+        assert_eq!(again.name, name);
+        assert_eq!(
+            rt.inspect_volume(&name).await.expect("inspect_volume"),
+            Some(created)
+        );
+        let listed = rt
+            .list_volumes_labelled(RUN_LABEL, run_id())
+            .await
+            .expect("list_volumes_labelled");
+        assert!(listed.iter().any(|v| v.name == name), "{listed:?}");
+
+        let mut user = s.spec("mounts", &images.exiting_image, (images.exit_with)(0));
+        user.mounts = vec![Mount {
+            source: MountSource::Volume(name.clone()),
+            target: "/data".into(),
+            read_only: true,
+        }];
+        let id = s.started(user).await;
+        s.exited(&id).await;
+        rt.remove(&id).await.expect("remove");
+        rt.remove_volume(&name).await.expect("remove_volume");
+        assert_eq!(
+            rt.inspect_volume(&name).await.expect("inspect_volume"),
+            None
+        );
+        rt.remove_volume(&name).await.expect("remove_volume again");
+    })
+    .await;
+    let _ = rt.remove_volume(&name).await;
+}
+
+/// Containers report when they were created, started and finished; a running one has
+/// stats in the engine's format.
+pub async fn timestamps_and_stats(rt: &dyn ContainerRuntime, images: &TestImages) {
+    let s = Scratch::new(rt, "timestamps_and_stats");
+    s.run(async {
+        s.ensure(images).await;
+        let spec = s.spec(
+            "timed",
+            &images.long_running_image,
+            images.long_running_command.clone(),
+        );
+        let id = s.create(&spec).await.expect("create");
+        let created = rt.inspect(&id).await.expect("inspect");
+        assert!(created.created_at.is_some(), "{created:?}");
+        assert_eq!((created.started_at, created.finished_at), (None, None));
+        assert_eq!(created.image, spec.image);
+        rt.start(&id).await.expect("start");
+        let running = rt.inspect(&id).await.expect("inspect");
+        assert!(running.started_at >= running.created_at, "{running:?}");
+        assert_eq!(running.finished_at, None);
+        assert!(
+            running.ip_address.is_some(),
+            "a bridge container has an address: {running:?}"
+        );
+        assert!(
+            rt.bridge_gateway().await.expect("bridge_gateway").is_some(),
+            "the engine's default bridge has a gateway"
+        );
+        let stats = rt.stats(&id).await.expect("stats");
+        assert!(stats["memory_stats"].is_object(), "{stats}");
+        assert!(stats["cpu_stats"].is_object(), "{stats}");
+        rt.stop(&id, Duration::from_secs(10)).await.expect("stop");
+        let stopped = rt.inspect(&id).await.expect("inspect");
+        assert!(stopped.finished_at >= stopped.started_at, "{stopped:?}");
+        assert!(stopped.finished_at.is_some(), "{stopped:?}");
+    })
+    .await;
+}
+
+/// The pause image holds namespaces other containers join (joining a container that is
+/// not running fails at start); a group's containers run under it, and the group goes once
+/// they are gone.
+pub async fn shared_namespaces_and_groups(rt: &dyn ContainerRuntime, images: &TestImages) {
+    let s = Scratch::new(rt, "shared_namespaces_and_groups");
+    let group = format!("berth/{}", s.name("group"));
+    s.run(async {
+        s.ensure(images).await;
+        let parent = rt
+            .create_group(
+                &group,
+                &GroupLimits {
+                    cpu_units: Some(512),
+                    memory_mib: Some(64),
+                },
+            )
+            .await
+            .expect("create_group");
+        let pause_image = rt.ensure_pause_image().await.expect("ensure_pause_image");
+        let mut pause = s.spec("pause", &pause_image, vec![]);
+        pause.command = None;
+        pause.network_mode = "none".into();
+        pause.ipc_mode = Some("shareable".into());
+        pause.cgroup_parent.clone_from(&parent);
+        let pause_id = s.create(&pause).await.expect("create pause");
+
+        let mut member = s.spec(
+            "member",
+            &images.long_running_image,
+            images.long_running_command.clone(),
+        );
+        member.pid_mode = Some(format!("container:{pause_id}"));
+        member.ipc_mode = Some(format!("container:{pause_id}"));
+        member.cgroup_parent.clone_from(&parent);
+        let member_id = s.create(&member).await.expect("create member");
+        assert!(
+            rt.start(&member_id).await.is_err(),
+            "joining the namespaces of a container that is not running must fail"
+        );
+
+        rt.start(&pause_id).await.expect("start pause");
+        assert_eq!(
+            rt.inspect(&pause_id).await.expect("inspect").state,
+            RunState::Running
+        );
+        rt.start(&member_id).await.expect("start member");
+        assert_eq!(
+            rt.inspect(&member_id).await.expect("inspect").state,
+            RunState::Running
+        );
+
+        rt.stop(&member_id, Duration::from_secs(10))
+            .await
+            .expect("stop member");
+        // The pause program ignores SIGTERM: it goes at once with SIGKILL.
+        rt.stop(&pause_id, Duration::ZERO)
+            .await
+            .expect("stop pause");
+        assert_eq!(
+            rt.inspect(&pause_id).await.expect("inspect").state,
+            RunState::Exited
+        );
+        rt.remove(&member_id).await.expect("remove");
+        rt.remove(&pause_id).await.expect("remove");
+        rt.remove_group(&group).await.expect("remove_group");
+    })
+    .await;
+    let _ = rt.remove_group(&group).await;
 }
 
 /// The host reports cpus, memory and an engine version.

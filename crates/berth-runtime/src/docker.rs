@@ -1,27 +1,78 @@
 use std::collections::HashMap;
-use std::time::Duration;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
 
 use bollard::container::{
     Config, CreateContainerOptions, InspectContainerOptions, ListContainersOptions,
-    RemoveContainerOptions, StopContainerOptions, WaitContainerOptions,
+    RemoveContainerOptions, StatsOptions, StopContainerOptions, WaitContainerOptions,
 };
 use bollard::errors::Error as BollardError;
 use bollard::image::CreateImageOptions;
 use bollard::models::{
-    ContainerInspectResponse, ContainerStateStatusEnum, HealthConfig, HealthStatusEnum, HostConfig,
-    PortBinding as DockerPortBinding, ResourcesUlimits,
+    ContainerInspectResponse, ContainerStateStatusEnum, DeviceMapping as DockerDevice,
+    HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig,
+    PortBinding as DockerPortBinding, ResourcesUlimits, SystemInfoCgroupDriverEnum,
+    SystemInfoCgroupVersionEnum, Volume,
 };
+use bollard::volume::{CreateVolumeOptions, ListVolumesOptions, RemoveVolumeOptions};
 use bollard::Docker;
 use futures_util::StreamExt;
 
+use crate::cgroups::CgroupFs;
+use crate::pause::{self, PAUSE_IMAGE, PAUSE_PATH};
 use crate::{
     mib_to_bytes, publishes_ports, BoundPort, ContainerRuntime, ContainerSpec, ContainerStatus,
-    Health, HostInfo, PortProtocol, Result, RunState, RuntimeError,
+    GroupLimits, Health, HostInfo, MountSource, PortProtocol, Result, RunState, RuntimeError,
+    VolumeInfo, VolumeSpec,
 };
+
+/// Where the host's cgroup filesystem is mounted.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// The Docker Engine driver.
 pub struct DockerRuntime {
     docker: Docker,
+    /// The engine's cgroup filesystem, when task cgroups can be made on it (the engine is on
+    /// this host and uses the cgroupfs driver).
+    cgroups: Option<CgroupFs>,
+    /// Set once making a task cgroup failed: from then on, limits go on each container.
+    cgroups_failed: AtomicBool,
+}
+
+/// Docker's timestamps (RFC 3339 with nanoseconds); Docker's zero time is `None`.
+fn parse_time(s: Option<&str>) -> Option<SystemTime> {
+    let t = chrono::DateTime::parse_from_rfc3339(s?).ok()?;
+    if t.timestamp() <= 0 {
+        return None;
+    }
+    Some(SystemTime::from(t.with_timezone(&chrono::Utc)))
+}
+
+/// Docker's architecture names as ECS spells them.
+pub(crate) fn ecs_architecture(docker: &str) -> String {
+    match docker {
+        "x86_64" | "amd64" => "X86_64".into(),
+        "aarch64" | "arm64" => "ARM64".into(),
+        other => other.to_uppercase(),
+    }
+}
+
+fn volume_info(v: Volume) -> VolumeInfo {
+    VolumeInfo {
+        name: v.name,
+        driver: v.driver,
+        labels: v.labels.into_iter().collect(),
+    }
+}
+
+/// Whether the engine is on this host (a local socket), so its cgroups are ours to see.
+fn engine_is_local() -> bool {
+    match std::env::var("DOCKER_HOST") {
+        Ok(host) => host.is_empty() || host.starts_with("unix://"),
+        Err(_) => true,
+    }
 }
 
 fn engine(e: BollardError) -> RuntimeError {
@@ -65,7 +116,30 @@ impl DockerRuntime {
     pub async fn connect() -> Result<Self> {
         let docker = Docker::connect_with_local_defaults().map_err(engine)?;
         let docker = docker.negotiate_version().await.map_err(engine)?;
-        Ok(Self { docker })
+        let info = docker.info().await.map_err(engine)?;
+        let cgroups = match (info.cgroup_driver, info.cgroup_version) {
+            _ if !engine_is_local() => None,
+            (Some(SystemInfoCgroupDriverEnum::CGROUPFS), Some(SystemInfoCgroupVersionEnum::_2)) => {
+                Some(CgroupFs::V2 {
+                    root: PathBuf::from(CGROUP_ROOT),
+                })
+            }
+            (Some(SystemInfoCgroupDriverEnum::CGROUPFS), _) => Some(CgroupFs::V1 {
+                root: PathBuf::from(CGROUP_ROOT),
+            }),
+            _ => None,
+        };
+        if cgroups.is_none() {
+            tracing::info!(
+                "task cgroups are not available (remote engine or systemd cgroup driver): \
+                 task-level limits are split among the task's containers"
+            );
+        }
+        Ok(Self {
+            docker,
+            cgroups,
+            cgroups_failed: AtomicBool::new(false),
+        })
     }
 
     pub fn client(&self) -> &Docker {
@@ -88,7 +162,11 @@ impl DockerRuntime {
             _ => None,
         });
         let mut ports = Vec::new();
-        if let Some(map) = inspect.network_settings.and_then(|n| n.ports) {
+        if let Some(map) = inspect
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.ports.clone())
+        {
             for (key, bindings) in map {
                 let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
                 let Ok(container_port) = port.parse::<u16>() else {
@@ -118,6 +196,20 @@ impl DockerRuntime {
         }
         ports.sort_by_key(|p| (p.container_port, p.protocol.as_str()));
         let config = inspect.config.unwrap_or_default();
+        let ip_address = inspect
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.networks.as_ref())
+            .and_then(|nets| {
+                let mut ips: Vec<&String> = nets
+                    .values()
+                    .filter_map(|e| e.ip_address.as_ref())
+                    .filter(|ip| !ip.is_empty())
+                    .collect();
+                ips.sort();
+                ips.first().map(|ip| (*ip).clone())
+            });
+        let running = run_state == RunState::Running;
         ContainerStatus {
             id: inspect.id.unwrap_or_default(),
             name: inspect
@@ -133,7 +225,47 @@ impl DockerRuntime {
             ports,
             labels: config.labels.unwrap_or_default().into_iter().collect(),
             image_digest: inspect.image,
+            image: config.image.unwrap_or_default(),
+            created_at: parse_time(inspect.created.as_deref()),
+            started_at: parse_time(state.started_at.as_deref()),
+            finished_at: if running {
+                None
+            } else {
+                parse_time(state.finished_at.as_deref())
+            },
+            ip_address,
         }
+    }
+
+    /// Imports the pause image from its one executable.
+    async fn import_pause_image(&self, arch: &str) -> Result<()> {
+        let elf = pause::executable(arch).ok_or_else(|| RuntimeError::Image {
+            image: PAUSE_IMAGE.to_string(),
+            message: format!("berth has no pause program for the {arch} architecture"),
+        })?;
+        let tar = pause::tar_with_executable(PAUSE_PATH.trim_start_matches('/'), &elf);
+        let (repo, tag) = PAUSE_IMAGE
+            .split_once(':')
+            .unwrap_or((PAUSE_IMAGE, "latest"));
+        let cmd = format!("CMD [\"{PAUSE_PATH}\"]");
+        let mut import = self.docker.create_image(
+            Some(CreateImageOptions {
+                from_src: "-",
+                repo,
+                tag,
+                changes: vec![cmd.as_str()],
+                ..Default::default()
+            }),
+            Some(bytes::Bytes::from(tar)),
+            None,
+        );
+        while let Some(progress) = import.next().await {
+            progress.map_err(|e| RuntimeError::Image {
+                image: PAUSE_IMAGE.to_string(),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -145,6 +277,7 @@ impl ContainerRuntime for DockerRuntime {
             cpus: info.ncpu.unwrap_or(1),
             memory_bytes: info.mem_total.unwrap_or(0),
             engine_version: info.server_version.unwrap_or_default(),
+            architecture: ecs_architecture(&info.architecture.unwrap_or_default()),
         })
     }
 
@@ -222,6 +355,71 @@ impl ContainerRuntime for DockerRuntime {
                     .collect()
             }),
             init: spec.init.then_some(true),
+            binds: (!spec.mounts.is_empty()).then(|| {
+                spec.mounts
+                    .iter()
+                    .map(|m| {
+                        let source = match &m.source {
+                            MountSource::Bind(path) => path,
+                            MountSource::Volume(name) => name,
+                        };
+                        let ro = if m.read_only { ":ro" } else { "" };
+                        format!("{source}:{}{ro}", m.target)
+                    })
+                    .collect()
+            }),
+            volumes_from: (!spec.volumes_from.is_empty()).then(|| {
+                spec.volumes_from
+                    .iter()
+                    .map(|v| format!("{}:{}", v.container, if v.read_only { "ro" } else { "rw" }))
+                    .collect()
+            }),
+            tmpfs: (!spec.tmpfs.is_empty()).then(|| {
+                spec.tmpfs
+                    .iter()
+                    .map(|t| (t.target.clone(), t.options.clone()))
+                    .collect()
+            }),
+            cap_add: (!spec.cap_add.is_empty()).then(|| spec.cap_add.clone()),
+            cap_drop: (!spec.cap_drop.is_empty()).then(|| spec.cap_drop.clone()),
+            devices: (!spec.devices.is_empty()).then(|| {
+                spec.devices
+                    .iter()
+                    .map(|d| DockerDevice {
+                        path_on_host: Some(d.host_path.clone()),
+                        path_in_container: Some(d.container_path.clone()),
+                        cgroup_permissions: Some(d.permissions.clone()),
+                    })
+                    .collect()
+            }),
+            security_opt: (!spec.security_opt.is_empty()).then(|| spec.security_opt.clone()),
+            sysctls: (!spec.sysctls.is_empty()).then(|| spec.sysctls.clone().into_iter().collect()),
+            pid_mode: spec.pid_mode.clone(),
+            ipc_mode: spec.ipc_mode.clone(),
+            shm_size: spec
+                .shm_size_mib
+                .map(|m| mib_to_bytes("shared memory size", m))
+                .transpose()?,
+            memory_swap: spec
+                .memory_swap_mib
+                .map(|m| {
+                    if m < 0 {
+                        Ok(-1)
+                    } else {
+                        mib_to_bytes("memory+swap limit", m)
+                    }
+                })
+                .transpose()?,
+            memory_swappiness: spec.memory_swappiness,
+            links: (!spec.links.is_empty()).then(|| spec.links.clone()),
+            log_config: spec.log.as_ref().map(|l| HostConfigLogConfig {
+                typ: Some(l.driver.clone()),
+                config: Some(l.options.clone().into_iter().collect()),
+            }),
+            cgroup_parent: spec.cgroup_parent.clone(),
+            nano_cpus: spec
+                .cpu_limit_units
+                .map(|u| u.max(1).saturating_mul(1_000_000_000) / 1024),
             ..Default::default()
         };
         let healthcheck = spec.health_check.as_ref().map(|h| HealthConfig {
@@ -350,6 +548,144 @@ impl ContainerRuntime for DockerRuntime {
             Some(Ok(_)) | Some(Err(BollardError::DockerContainerWaitError { .. })) | None => Ok(()),
             Some(Err(e)) => Err(engine(e)),
         }
+    }
+
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<VolumeInfo> {
+        let created = self
+            .docker
+            .create_volume(CreateVolumeOptions {
+                name: spec.name.clone(),
+                driver: spec.driver.clone().unwrap_or_else(|| "local".into()),
+                driver_opts: spec.driver_opts.clone().into_iter().collect(),
+                labels: spec.labels.clone().into_iter().collect(),
+            })
+            .await
+            .map_err(engine)?;
+        Ok(volume_info(created))
+    }
+
+    async fn inspect_volume(&self, name: &str) -> Result<Option<VolumeInfo>> {
+        match self.docker.inspect_volume(name).await {
+            Ok(v) => Ok(Some(volume_info(v))),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(engine(e)),
+        }
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<()> {
+        match self
+            .docker
+            .remove_volume(name, Some(RemoveVolumeOptions { force: false }))
+            .await
+        {
+            Ok(())
+            | Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(engine(e)),
+        }
+    }
+
+    async fn list_volumes_labelled(&self, label: &str, value: &str) -> Result<Vec<VolumeInfo>> {
+        let mut filters = HashMap::new();
+        filters.insert("label".to_string(), vec![format!("{label}={value}")]);
+        let listed = self
+            .docker
+            .list_volumes(Some(ListVolumesOptions { filters }))
+            .await
+            .map_err(engine)?;
+        Ok(listed
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(volume_info)
+            .collect())
+    }
+
+    async fn stats(&self, id: &str) -> Result<serde_json::Value> {
+        let mut stream = self.docker.stats(
+            id,
+            Some(StatsOptions {
+                stream: false,
+                one_shot: true,
+            }),
+        );
+        match stream.next().await {
+            Some(Ok(stats)) => {
+                serde_json::to_value(stats).map_err(|e| RuntimeError::Engine(e.to_string()))
+            }
+            Some(Err(e)) => Err(engine(e)),
+            None => Err(RuntimeError::Engine(format!("no stats for container {id}"))),
+        }
+    }
+
+    async fn create_group(&self, name: &str, limits: &GroupLimits) -> Result<Option<String>> {
+        let Some(fs) = &self.cgroups else {
+            return Ok(None);
+        };
+        if self.cgroups_failed.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        match fs.create(name, limits) {
+            Ok(()) => Ok(Some(format!("/{name}"))),
+            Err(e) => {
+                if !self.cgroups_failed.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e,
+                        "cannot make task cgroups; task-level limits are split among each task's containers from now on");
+                }
+                let _ = fs.remove(name);
+                Ok(None)
+            }
+        }
+    }
+
+    async fn remove_group(&self, name: &str) -> Result<()> {
+        match &self.cgroups {
+            Some(fs) => fs
+                .remove(name)
+                .map_err(|e| RuntimeError::Engine(e.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    async fn ensure_pause_image(&self) -> Result<String> {
+        if self.docker.inspect_image(PAUSE_IMAGE).await.is_ok() {
+            return Ok(PAUSE_IMAGE.to_string());
+        }
+        let info = self.docker.info().await.map_err(engine)?;
+        self.import_pause_image(&info.architecture.unwrap_or_default())
+            .await?;
+        Ok(PAUSE_IMAGE.to_string())
+    }
+
+    async fn bridge_gateway(&self) -> Result<Option<IpAddr>> {
+        let network = match self.docker.inspect_network::<String>("bridge", None).await {
+            Ok(n) => n,
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
+            Err(e) => return Err(engine(e)),
+        };
+        let configs = network.ipam.and_then(|i| i.config).unwrap_or_default();
+        let gateway = configs
+            .iter()
+            .filter_map(|c| c.gateway.as_deref())
+            .filter_map(|g| g.parse::<IpAddr>().ok())
+            .find(IpAddr::is_ipv4);
+        // The default bridge often lists only its subnet: its gateway is the subnet's first
+        // address (docker0's).
+        let first_of_subnet = || {
+            configs
+                .iter()
+                .filter_map(|c| c.subnet.as_deref())
+                .filter_map(|s| s.split_once('/'))
+                .filter_map(|(ip, _)| ip.parse::<std::net::Ipv4Addr>().ok())
+                .map(|ip| IpAddr::V4(std::net::Ipv4Addr::from(u32::from(ip) + 1)))
+                .next()
+        };
+        Ok(gateway.or_else(first_of_subnet))
     }
 
     async fn list_labelled(&self, label: &str, value: &str) -> Result<Vec<ContainerStatus>> {

@@ -105,17 +105,22 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::{
     mib_to_bytes, publishes_ports, BoundPort, ContainerRuntime, ContainerSpec, ContainerStatus,
-    Health, HealthCheckSpec, HostInfo, PortProtocol, Result, RunState, RuntimeError,
+    GroupLimits, Health, HealthCheckSpec, HostInfo, MountSource, PortProtocol, Result, RunState,
+    RuntimeError, VolumeInfo, VolumeSpec,
 };
+
+/// The image [`ContainerRuntime::ensure_pause_image`] answers with.
+pub const SIM_PAUSE_IMAGE: &str = "sim/pause:latest";
 
 /// Exit code of a container that exits on SIGTERM's default action (128 + 15).
 pub const SIGTERM_EXIT_CODE: i64 = 143;
@@ -303,6 +308,7 @@ pub struct SimCounters {
     pub inspects: u64,
     pub wait_exits: u64,
     pub lists: u64,
+    pub stats: u64,
     /// Test-hook kills ([`SimulatedRuntime::kill`], [`SimulatedRuntime::oom_kill`]).
     pub kills: u64,
 }
@@ -332,6 +338,9 @@ pub struct SimulatedRuntimeBuilder {
     default_behavior: ImageBehavior,
     accept_any_image: bool,
     id_seed: Option<u64>,
+    groups: bool,
+    bridge_gateway: Option<IpAddr>,
+    wall_clock_start: Option<SystemTime>,
 }
 
 impl Default for SimulatedRuntimeBuilder {
@@ -341,12 +350,16 @@ impl Default for SimulatedRuntimeBuilder {
                 cpus: 4,
                 memory_bytes: 8 * 1024 * 1024 * 1024,
                 engine_version: "simulated".into(),
+                architecture: "X86_64".into(),
             },
             images: HashMap::new(),
             local: HashSet::new(),
             default_behavior: ImageBehavior::default(),
             accept_any_image: false,
             id_seed: None,
+            groups: true,
+            bridge_gateway: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            wall_clock_start: None,
         }
     }
 }
@@ -399,6 +412,27 @@ impl SimulatedRuntimeBuilder {
         self
     }
 
+    /// An engine that cannot make groups (cgroups): `create_group` answers `None`.
+    pub fn without_groups(mut self) -> Self {
+        self.groups = false;
+        self
+    }
+
+    /// What `bridge_gateway` answers (by default 127.0.0.1, so that tests can reach what
+    /// an agent serves to bridge-mode containers).
+    pub fn bridge_gateway(mut self, ip: Option<IpAddr>) -> Self {
+        self.bridge_gateway = ip;
+        self
+    }
+
+    /// The wall-clock time of the moment `build` is called: container timestamps
+    /// (`created_at`, `started_at`, `finished_at`) are this plus the tokio time elapsed
+    /// since. By default the real time at `build`.
+    pub fn wall_clock_start(mut self, at: SystemTime) -> Self {
+        self.wall_clock_start = Some(at);
+        self
+    }
+
     /// Seeds container ids, for ids that repeat from run to run. By default each runtime in
     /// the process gets its own seed, so ids are unique across simulated hosts.
     pub fn id_seed(mut self, seed: u64) -> Self {
@@ -426,6 +460,13 @@ impl SimulatedRuntimeBuilder {
                 bound: HashMap::new(),
                 next_port: HashMap::new(),
                 counters: SimCounters::default(),
+                volumes: BTreeMap::new(),
+                groups: self.groups.then(BTreeMap::new),
+                bridge_gateway: self.bridge_gateway,
+                wall_base: (
+                    self.wall_clock_start.unwrap_or_else(SystemTime::now),
+                    Instant::now(),
+                ),
             }),
         }
     }
@@ -507,6 +548,12 @@ struct State {
     /// Next dynamic port to try, per protocol.
     next_port: HashMap<PortProtocol, u16>,
     counters: SimCounters,
+    volumes: BTreeMap<String, VolumeInfo>,
+    /// Groups by name; `None`: the engine cannot make them.
+    groups: Option<BTreeMap<String, GroupLimits>>,
+    bridge_gateway: Option<IpAddr>,
+    /// (wall-clock time, tokio instant) of the same moment.
+    wall_base: (SystemTime, Instant),
 }
 
 impl SimulatedRuntime {
@@ -565,7 +612,8 @@ impl SimulatedRuntime {
         st.settle_due(now);
         let mut all: Vec<&Container> = st.containers.values().collect();
         all.sort_by_key(|c| c.seq);
-        all.into_iter().map(|c| c.snapshot(now)).collect()
+        let wall = st.wall_base;
+        all.into_iter().map(|c| c.snapshot(now, wall)).collect()
     }
 
     /// One container by id, name or unique id prefix.
@@ -574,11 +622,26 @@ impl SimulatedRuntime {
         let mut st = self.lock();
         st.settle_due(now);
         let id = st.resolve(id).ok()?;
-        Some(st.containers[&id].snapshot(now))
+        Some(st.containers[&id].snapshot(now, st.wall_base))
     }
 
     pub fn counters(&self) -> SimCounters {
         self.lock().counters
+    }
+
+    /// Every volume, by name.
+    pub fn volumes(&self) -> BTreeMap<String, VolumeInfo> {
+        self.lock().volumes.clone()
+    }
+
+    /// Every group (`create_group`) that exists, by name.
+    pub fn groups(&self) -> BTreeMap<String, GroupLimits> {
+        self.lock().groups.clone().unwrap_or_default()
+    }
+
+    /// The wall-clock time a tokio instant stands for in container timestamps.
+    pub fn wall_time(&self, at: Instant) -> SystemTime {
+        self.lock().wall_time(at)
     }
 
     /// Whether the image is present locally (pulled or preloaded).
@@ -627,6 +690,29 @@ impl SimulatedRuntime {
 }
 
 impl State {
+    fn wall_time(&self, at: Instant) -> SystemTime {
+        let (wall, base) = self.wall_base;
+        if at >= base {
+            wall + (at - base)
+        } else {
+            wall - (base - at)
+        }
+    }
+
+    /// Whether `container:<x>` names a running container (for shared namespaces).
+    fn joinable(&self, mode: Option<&str>) -> Result<()> {
+        let Some(target) = mode.and_then(|m| m.strip_prefix("container:")) else {
+            return Ok(());
+        };
+        let id = self.resolve(target)?;
+        if self.containers[&id].state != RunState::Running {
+            return Err(RuntimeError::Engine(format!(
+                "cannot join namespaces of a non running container: {target}"
+            )));
+        }
+        Ok(())
+    }
+
     fn behavior_of(&self, image: &str) -> Option<Arc<ImageBehavior>> {
         if let Some(b) = self.images.get(image) {
             return Some(Arc::new(b.clone()));
@@ -817,11 +903,11 @@ impl State {
 }
 
 impl Container {
-    fn snapshot(&self, now: Instant) -> SimContainer {
+    fn snapshot(&self, now: Instant, wall: (SystemTime, Instant)) -> SimContainer {
         SimContainer {
             id: self.id.clone(),
             spec: self.spec.clone(),
-            status: self.status(now),
+            status: self.status(now, wall),
             times_started: self.run,
             created_at: self.created_at,
             started_at: self.started_at,
@@ -829,7 +915,14 @@ impl Container {
         }
     }
 
-    fn status(&self, now: Instant) -> ContainerStatus {
+    fn status(&self, now: Instant, wall: (SystemTime, Instant)) -> ContainerStatus {
+        let to_wall = |at: Instant| {
+            if at >= wall.1 {
+                wall.0 + (at - wall.1)
+            } else {
+                wall.0 - (wall.1 - at)
+            }
+        };
         let health = match (self.has_health_check, self.state) {
             (false, _) | (true, RunState::Created) => None,
             (true, RunState::Exited) => Some(Health::Unhealthy),
@@ -854,12 +947,28 @@ impl Container {
             ports: self.ports.clone(),
             labels: self.spec.labels.clone(),
             image_digest: Some(self.image_digest.clone()),
+            image: self.spec.image.clone(),
+            created_at: Some(to_wall(self.created_at)),
+            started_at: self.started_at.map(to_wall),
+            finished_at: if self.state == RunState::Running {
+                None
+            } else {
+                self.finished_at.map(to_wall)
+            },
+            ip_address: (self.state == RunState::Running
+                && publishes_ports(&self.spec.network_mode)
+                && !self.spec.network_disabled)
+                .then(|| format!("172.17.{}.{}", (self.seq / 250) % 250, self.seq % 250 + 2)),
         }
     }
 }
 
 #[async_trait::async_trait]
 impl ContainerRuntime for SimulatedRuntime {
+    fn now(&self) -> SystemTime {
+        self.wall_time(Instant::now())
+    }
+
     async fn host_info(&self) -> Result<HostInfo> {
         let mut st = self.lock();
         st.counters.host_infos += 1;
@@ -933,6 +1042,29 @@ impl ContainerRuntime for SimulatedRuntime {
                  reuse that name."
             )));
         }
+        for from in &spec.volumes_from {
+            st.resolve(&from.container).map_err(|_| {
+                RuntimeError::Engine(format!("No such container: {}", from.container))
+            })?;
+        }
+        for link in &spec.links {
+            let target = link.split_once(':').map_or(link.as_str(), |(t, _)| t);
+            st.resolve(target).map_err(|_| {
+                RuntimeError::Engine(format!(
+                    "Could not get container for {target}: No such container"
+                ))
+            })?;
+        }
+        // Named volumes a container mounts are created with the default driver if missing.
+        for m in &spec.mounts {
+            if let MountSource::Volume(v) = &m.source {
+                st.volumes.entry(v.clone()).or_insert_with(|| VolumeInfo {
+                    name: v.clone(),
+                    driver: "local".into(),
+                    labels: BTreeMap::new(),
+                });
+            }
+        }
 
         let (seq, id) = st.new_id();
         let name = if name.is_empty() {
@@ -1005,6 +1137,14 @@ impl ContainerRuntime for SimulatedRuntime {
             return Ok(());
         }
         let behavior = Arc::clone(&c.behavior);
+        let namespaces = [c.spec.pid_mode.clone(), c.spec.ipc_mode.clone()];
+        for mode in &namespaces {
+            if let Err(e) = st.joinable(mode.as_deref()) {
+                let c = st.containers.get_mut(&id).expect("resolved above");
+                c.error = Some(e.to_string());
+                return Err(e);
+            }
+        }
         let ports = match st.bind_ports(&id) {
             Ok(ports) => ports,
             Err(e) => {
@@ -1096,7 +1236,7 @@ impl ContainerRuntime for SimulatedRuntime {
         st.settle_due(now);
         st.counters.inspects += 1;
         let id = st.resolve(id)?;
-        Ok(st.containers[&id].status(now))
+        Ok(st.containers[&id].status(now, st.wall_base))
     }
 
     async fn wait_exit(&self, id: &str) -> Result<()> {
@@ -1112,6 +1252,130 @@ impl ContainerRuntime for SimulatedRuntime {
         Ok(())
     }
 
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<VolumeInfo> {
+        let mut st = self.lock();
+        if let Some(existing) = st.volumes.get(&spec.name) {
+            return Ok(existing.clone());
+        }
+        if !spec.name.is_empty() && !valid_name(&spec.name) {
+            return Err(RuntimeError::Engine(format!(
+                "create {}: volume name is too short, names should be at least two alphanumeric characters",
+                spec.name
+            )));
+        }
+        let info = VolumeInfo {
+            name: spec.name.clone(),
+            driver: spec.driver.clone().unwrap_or_else(|| "local".into()),
+            labels: spec.labels.clone(),
+        };
+        if info.driver != "local" {
+            return Err(RuntimeError::Engine(format!(
+                "error looking up volume plugin {}: plugin \"{}\" not found",
+                info.driver, info.driver
+            )));
+        }
+        st.volumes.insert(spec.name.clone(), info.clone());
+        Ok(info)
+    }
+
+    async fn inspect_volume(&self, name: &str) -> Result<Option<VolumeInfo>> {
+        Ok(self.lock().volumes.get(name).cloned())
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<()> {
+        let mut st = self.lock();
+        let in_use = st.containers.values().any(|c| {
+            c.spec
+                .mounts
+                .iter()
+                .any(|m| m.source == MountSource::Volume(name.to_string()))
+        });
+        if in_use && st.volumes.contains_key(name) {
+            return Err(RuntimeError::Engine(format!(
+                "remove {name}: volume is in use"
+            )));
+        }
+        st.volumes.remove(name);
+        Ok(())
+    }
+
+    async fn list_volumes_labelled(&self, label: &str, value: &str) -> Result<Vec<VolumeInfo>> {
+        Ok(self
+            .lock()
+            .volumes
+            .values()
+            .filter(|v| v.labels.get(label).is_some_and(|l| l == value))
+            .cloned()
+            .collect())
+    }
+
+    async fn stats(&self, id: &str) -> Result<serde_json::Value> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        st.settle_due(now);
+        st.counters.stats += 1;
+        let id = st.resolve(id)?;
+        let c = &st.containers[&id];
+        let limit = c
+            .spec
+            .memory_limit_mib
+            .map_or(st.host.memory_bytes, |m| m.saturating_mul(1024 * 1024));
+        let running = c.state == RunState::Running;
+        let read = chrono::DateTime::<chrono::Utc>::from(st.wall_time(now)).to_rfc3339();
+        Ok(serde_json::json!({
+            "read": read,
+            "preread": "0001-01-01T00:00:00Z",
+            "id": c.id,
+            "name": format!("/{}", c.name),
+            "num_procs": 0,
+            "pids_stats": {"current": if running { 1 } else { 0 }},
+            "memory_stats": {"usage": if running { 1024 * 1024 } else { 0 }, "limit": limit},
+            "cpu_stats": {"cpu_usage": {"total_usage": 0}, "online_cpus": st.host.cpus},
+            "precpu_stats": {"cpu_usage": {"total_usage": 0}},
+            "blkio_stats": {},
+            "storage_stats": {},
+        }))
+    }
+
+    async fn create_group(&self, name: &str, limits: &GroupLimits) -> Result<Option<String>> {
+        let mut st = self.lock();
+        Ok(st.groups.as_mut().map(|groups| {
+            groups.insert(name.to_string(), *limits);
+            format!("/{name}")
+        }))
+    }
+
+    async fn remove_group(&self, name: &str) -> Result<()> {
+        let mut st = self.lock();
+        let parent = format!("/{name}");
+        let busy = st.containers.values().any(|c| {
+            c.state == RunState::Running && c.spec.cgroup_parent.as_deref() == Some(&parent)
+        });
+        if busy {
+            return Err(RuntimeError::Engine(format!(
+                "removing group {name}: device or resource busy"
+            )));
+        }
+        if let Some(groups) = st.groups.as_mut() {
+            groups.remove(name);
+        }
+        Ok(())
+    }
+
+    async fn ensure_pause_image(&self) -> Result<String> {
+        let mut st = self.lock();
+        let image = normalize_image(SIM_PAUSE_IMAGE);
+        st.images
+            .entry(image.clone())
+            .or_insert_with(|| ImageBehavior::runs_until_stopped().ignoring_sigterm());
+        st.local.insert(image);
+        Ok(SIM_PAUSE_IMAGE.to_string())
+    }
+
+    async fn bridge_gateway(&self) -> Result<Option<IpAddr>> {
+        Ok(self.lock().bridge_gateway)
+    }
+
     async fn list_labelled(&self, label: &str, value: &str) -> Result<Vec<ContainerStatus>> {
         let now = Instant::now();
         let mut st = self.lock();
@@ -1124,7 +1388,8 @@ impl ContainerRuntime for SimulatedRuntime {
             .collect();
         // Newest first, as Docker lists them.
         found.sort_by_key(|c| std::cmp::Reverse(c.seq));
-        Ok(found.into_iter().map(|c| c.status(now)).collect())
+        let wall = st.wall_base;
+        Ok(found.into_iter().map(|c| c.status(now, wall)).collect())
     }
 }
 
@@ -1233,6 +1498,30 @@ fn check_memory(spec: &ContainerSpec) -> Result<()> {
                     .into(),
             ));
         }
+    }
+    if let Some(swap) = spec.memory_swap_mib.filter(|s| *s >= 0) {
+        match spec.memory_limit_mib {
+            None => {
+                return Err(RuntimeError::Engine(
+                    "You should always set the Memory limit when using Memoryswap limit, see usage"
+                        .into(),
+                ))
+            }
+            Some(m) if swap < m => {
+                return Err(RuntimeError::Engine(
+                    "Minimum memoryswap limit should be larger than memory limit, see usage".into(),
+                ))
+            }
+            _ => {}
+        }
+    }
+    if spec
+        .memory_swappiness
+        .is_some_and(|s| !(0..=100).contains(&s))
+    {
+        return Err(RuntimeError::Engine(
+            "Invalid value for memory swappiness: must be 0 to 100".into(),
+        ));
     }
     Ok(())
 }
@@ -1348,6 +1637,9 @@ mod tests {
         list_labelled,
         duplicate_name,
         health_check,
+        volumes,
+        timestamps_and_stats,
+        shared_namespaces_and_groups,
         run_all,
     );
 
@@ -1429,7 +1721,8 @@ mod tests {
             HostInfo {
                 cpus: 16,
                 memory_bytes: 64 << 30,
-                engine_version: "27.0.3".into()
+                engine_version: "27.0.3".into(),
+                architecture: "X86_64".into(),
             }
         );
     }

@@ -78,4 +78,7 @@ docker_conformance!(
     list_labelled,
     duplicate_name,
     health_check,
+    volumes,
+    timestamps_and_stats,
+    shared_namespaces_and_groups,
 );

@@ -142,6 +142,7 @@ async fn stopped_while_agent_was_down_is_cleaned_up_on_return() {
                 "--data-dir",
             ])
             .arg(&agent_dir)
+            .env("BERTH_TASK_CLEANUP_WAIT", "0s")
             .stdout(Stdio::null())
             .spawn()
             .expect("starting agent")

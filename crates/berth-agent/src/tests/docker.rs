@@ -47,6 +47,7 @@ async fn a_task_runs_and_stops_on_docker() {
     let mut config = AgentConfig::new(&fake.url, dir.path());
     config.host_bind_ip = "127.0.0.1".into();
     config.poll_wait = Duration::from_secs(2);
+    config.task_cleanup_wait = Duration::ZERO;
     // Other test runs may share this engine: no second orphan check within the test.
     config.orphan_check_interval = Duration::from_secs(3600);
     let runtime = Arc::new(runtime);

@@ -231,6 +231,9 @@ impl FakeControlPlane {
                 overrides: Value::Null,
                 cpu: None,
                 memory: None,
+                group: None,
+                availability_zone: None,
+                container_arns: Default::default(),
             };
             tweak(&mut assigned);
             s.tasks.insert(

@@ -3,6 +3,7 @@
 
 mod docker;
 mod fake;
+mod fields;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -79,6 +80,7 @@ impl Host {
         let mut config = AgentConfig::new(&self.fake.url, self.dir.path());
         config.poll_wait = Duration::from_secs(10);
         config.host_bind_ip = "127.0.0.1".into();
+        config.task_cleanup_wait = Duration::ZERO;
         config
     }
 
@@ -831,6 +833,9 @@ async fn an_orphan_that_turns_out_live_is_spared() {
                     overrides: Value::Null,
                     cpu: None,
                     memory: None,
+                    group: None,
+                    availability_zone: None,
+                    container_arns: Default::default(),
                 },
                 answer_desired: None,
             },

@@ -21,6 +21,9 @@ use berth_wire::ecs;
 use super::parse::{self, enum_member, required};
 use super::render;
 
+pub mod checks;
+pub mod field_support;
+
 /// ECS's bounds on container CPU shares (the Linux kernel's).
 pub const MAX_CONTAINER_CPU: i32 = 262_144;
 /// Docker's minimum hard memory limit, MiB.
@@ -234,16 +237,16 @@ fn container(
     })
 }
 
-/// Rejects dependsOn cycles (a task whose containers wait on each other would never start).
-fn check_dependency_cycles(containers: &[ContainerSpec]) -> Result<(), Error> {
-    let mut remaining: BTreeMap<&str, Vec<&str>> = containers
+/// Rejects cycles among the containers' prerequisites (dependsOn, links, volumesFrom): a
+/// task whose containers wait on each other would never start.
+fn check_dependency_cycles(definitions: &[ecs::ContainerDefinition]) -> Result<(), Error> {
+    let prerequisites: Vec<(String, Vec<String>)> = definitions
         .iter()
-        .map(|c| {
-            (
-                c.name.as_str(),
-                c.depends_on.iter().map(|(d, _)| d.as_str()).collect(),
-            )
-        })
+        .map(|d| (d.name.clone().unwrap_or_default(), checks::prerequisites(d)))
+        .collect();
+    let mut remaining: BTreeMap<&str, Vec<&str>> = prerequisites
+        .iter()
+        .map(|(name, before)| (name.as_str(), before.iter().map(String::as_str).collect()))
         .collect();
     // Kahn's algorithm: whatever cannot be ordered is on a cycle.
     loop {
@@ -289,6 +292,15 @@ pub fn parse_registration(
 ) -> Result<RegisterTaskDefinition, Error> {
     let family =
         Family::new(required(&req.family, "family")?).map_err(|e| Error::client(e.message))?;
+    // A member berth cannot apply is refused, never silently ignored.
+    let given = serde_json::to_value(req).map_err(|e| Error::server(e.to_string()))?;
+    if let Some((path, field)) =
+        field_support::first_rejected("RegisterTaskDefinitionRequest", &given)
+    {
+        return Err(Error::client(field_support::rejection_message(
+            &path, field,
+        )));
+    }
     let definitions = match &req.container_definitions {
         Some(c) if !c.is_empty() => c,
         _ => {
@@ -337,6 +349,19 @@ pub fn parse_registration(
             return Err(Error::client(format!("Duplicate container name '{name}'.")));
         }
     }
+    let volumes = checks::task(req)?;
+    let context = checks::TaskContext {
+        network_mode,
+        pid_mode: req.pid_mode.as_deref(),
+        ipc_mode: req.ipc_mode.as_deref(),
+        memory,
+        volumes: &volumes,
+        names: &names,
+    };
+    for c in definitions {
+        checks::container(c, &context)?;
+    }
+    checks::containers_together(definitions, cpu, req.ipc_mode.as_deref())?;
     let containers = definitions
         .iter()
         .map(|c| container(c, network_mode, memory.is_some(), &names))
@@ -358,7 +383,7 @@ pub fn parse_registration(
             "A task definition must have at least one essential container.",
         ));
     }
-    check_dependency_cycles(&containers)?;
+    check_dependency_cycles(definitions)?;
     let placement_constraints = req
         .placement_constraints
         .iter()
@@ -590,6 +615,184 @@ mod tests {
             (parsed.spec.cpu, parsed.spec.memory),
             (Some(1024), Some(2048))
         );
+    }
+
+    #[test]
+    fn applied_members_refuse_values_berth_cannot_honour() {
+        use serde_json::json;
+        let base = |task: serde_json::Value, c: serde_json::Value| {
+            let mut container = serde_json::json!({"name": "a", "image": "i", "memory": 64});
+            container
+                .as_object_mut()
+                .unwrap()
+                .extend(c.as_object().unwrap().clone());
+            let mut t = serde_json::json!({"family": "f", "containerDefinitions": [container,
+                {"name": "b", "image": "i", "memory": 16}]});
+            t.as_object_mut()
+                .unwrap()
+                .extend(task.as_object().unwrap().clone());
+            request(t)
+        };
+        let ok = [
+            (
+                json!({}),
+                json!({"links": ["b:db"], "volumesFrom": [{"sourceContainer": "b"}]}),
+            ),
+            (
+                json!({"volumes": [{"name": "v"}]}),
+                json!({"mountPoints": [{"sourceVolume": "v", "containerPath": "/v", "readOnly": true}]}),
+            ),
+            (
+                json!({}),
+                json!({"environmentFiles": [{"value": "/etc/a.env", "type": "file"}]}),
+            ),
+            (
+                json!({}),
+                json!({"linuxParameters": {"maxSwap": 10, "swappiness": 5}}),
+            ),
+            (
+                json!({"ipcMode": "task"}),
+                json!({"systemControls": [{"namespace": "kernel.shmmax", "value": "1"}]}),
+            ),
+            (
+                json!({}),
+                json!({"restartPolicy": {"enabled": true, "restartAttemptPeriod": 60}}),
+            ),
+            (
+                json!({}),
+                json!({"logConfiguration": {"logDriver": "syslog"}}),
+            ),
+            (
+                json!({"runtimePlatform": {"operatingSystemFamily": "LINUX", "cpuArchitecture": "ARM64"}}),
+                json!({}),
+            ),
+        ];
+        for (task, c) in ok {
+            assert!(
+                parse_registration(&base(task.clone(), c.clone())).is_ok(),
+                "{task} {c}: {:?}",
+                parse_registration(&base(task.clone(), c.clone())).err()
+            );
+        }
+        let refused = [
+            (
+                json!({"networkMode": "host"}),
+                json!({"links": ["b"]}),
+                "bridge",
+            ),
+            (json!({}), json!({"links": ["nope"]}), "link"),
+            (
+                json!({}),
+                json!({"mountPoints": [{"sourceVolume": "v", "containerPath": "/v"}]}),
+                "not a volume",
+            ),
+            (
+                json!({}),
+                json!({"environmentFiles": [{"value": "app.env", "type": "file"}]}),
+                "absolute",
+            ),
+            (
+                json!({}),
+                json!({"environmentFiles": [{"value": "arn:aws:s3:::b/k", "type": "s3"}]}),
+                "s3",
+            ),
+            (
+                json!({}),
+                json!({"linuxParameters": {"swappiness": 5}}),
+                "maxSwap",
+            ),
+            (
+                json!({"pidMode": "task"}),
+                json!({"linuxParameters": {"initProcessEnabled": true}}),
+                "initProcessEnabled",
+            ),
+            (
+                json!({"ipcMode": "host"}),
+                json!({"linuxParameters": {"sharedMemorySize": 64}}),
+                "sharedMemorySize",
+            ),
+            (
+                json!({"networkMode": "host"}),
+                json!({"systemControls": [{"namespace": "net.core.somaxconn", "value": "1"}]}),
+                "network mode host",
+            ),
+            (
+                json!({"ipcMode": "host"}),
+                json!({"systemControls": [{"namespace": "kernel.sem", "value": "1"}]}),
+                "ipcMode host",
+            ),
+            (json!({"memory": "32"}), json!({}), "task's memory"),
+            (
+                json!({"cpu": "128", "memory": "512"}),
+                json!({"cpu": 256}),
+                "task's cpu",
+            ),
+            (
+                json!({"volumes": [{"name": "v", "dockerVolumeConfiguration": {"scope": "task", "autoprovision": true}}]}),
+                json!({}),
+                "autoprovision",
+            ),
+            (
+                json!({}),
+                json!({"logConfiguration": {"logDriver": "awslogs"}}),
+                "awslogs",
+            ),
+            (
+                json!({}),
+                json!({"versionConsistency": "enabled"}),
+                "versionConsistency",
+            ),
+            (
+                json!({}),
+                json!({"restartPolicy": {"enabled": true, "restartAttemptPeriod": 10}}),
+                "restartAttemptPeriod",
+            ),
+            (
+                json!({}),
+                json!({"ulimits": [{"name": "bogus", "softLimit": 1, "hardLimit": 1}]}),
+                "ulimit",
+            ),
+            (
+                json!({"networkMode": "none"}),
+                json!({"portMappings": [{"containerPort": 80}]}),
+                "none",
+            ),
+            (
+                json!({}),
+                json!({"disableNetworking": true, "portMappings": [{"containerPort": 80}]}),
+                "disableNetworking",
+            ),
+            (
+                json!({}),
+                json!({"dockerSecurityOptions": ["credentialspec:file://x.json"]}),
+                "credential",
+            ),
+            (
+                json!({"runtimePlatform": {"operatingSystemFamily": "WINDOWS_SERVER_2022_CORE"}}),
+                json!({}),
+                "LINUX",
+            ),
+            (
+                json!({"executionRoleArn": "arn:x", "taskRoleArn": "arn:y"}),
+                json!({}),
+                "taskRoleArn",
+            ),
+        ];
+        for (task, c, says) in refused {
+            let err = parse_registration(&base(task.clone(), c.clone()))
+                .expect_err(&format!("{task} {c} should be refused"));
+            assert!(err.message.contains(says), "{task} {c}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn links_and_volumes_from_count_as_dependencies_for_cycles() {
+        let r = request(serde_json::json!({"family": "f", "containerDefinitions": [
+            {"name": "a", "image": "i", "memory": 8, "links": ["b"]},
+            {"name": "b", "image": "i", "memory": 8, "volumesFrom": [{"sourceContainer": "a"}]}
+        ]}));
+        let err = parse_registration(&r).unwrap_err();
+        assert!(err.message.contains("cycle"), "{err}");
     }
 
     #[test]

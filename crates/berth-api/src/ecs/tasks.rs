@@ -16,7 +16,8 @@ use berth_core::{Error, Timestamp};
 use berth_wire::ecs;
 
 use super::task_definitions::{
-    MAX_CONTAINER_CPU, MIN_CONTAINER_MEMORY, MIN_CONTAINER_MEMORY_RESERVATION,
+    checks, field_support, MAX_CONTAINER_CPU, MIN_CONTAINER_MEMORY,
+    MIN_CONTAINER_MEMORY_RESERVATION,
 };
 use super::{parse, render};
 
@@ -45,6 +46,13 @@ fn overrides(given: &Option<ecs::TaskOverride>) -> Result<TaskOverrides, Error> 
             "Container Overrides length must be at most {MAX_OVERRIDES_BYTES}; got {size}."
         )));
     }
+    // An override berth cannot apply is refused, never silently ignored.
+    if let Some((path, field)) = field_support::first_rejected("TaskOverride", &document) {
+        return Err(Error::invalid(field_support::rejection_message(
+            &format!("overrides.{path}"),
+            field,
+        )));
+    }
     let size_member = |v: &Option<String>, member: &str| -> Result<Option<u64>, Error> {
         v.as_deref()
             .map(|s| {
@@ -58,6 +66,7 @@ fn overrides(given: &Option<ecs::TaskOverride>) -> Result<TaskOverrides, Error> 
     for c in o.container_overrides.iter().flatten() {
         let name = c.name.clone().unwrap_or_default();
         let bad = |m: String| Error::invalid(format!("Container override for '{name}': {m}"));
+        checks::environment_files(c.environment_files.as_deref()).map_err(bad)?;
         let cpu = match c.cpu {
             Some(v) if !(0..=MAX_CONTAINER_CPU).contains(&v) => {
                 return Err(bad(format!(
@@ -118,12 +127,26 @@ fn launch_spec(
     started_by: &Option<String>,
     tags: &Option<Vec<ecs::Tag>>,
     enable_execute_command: Option<bool>,
+    volume_configurations: Option<&[ecs::TaskVolumeConfiguration]>,
     launch_type: LaunchType,
     client_token: &Option<String>,
 ) -> Result<Common, Error> {
     let cluster = parse::cluster(cluster)?;
     let task_definition =
         parse::task_definition_ref(parse::required(task_definition, "taskDefinition")?)?;
+    if enable_execute_command == Some(true) {
+        return Err(Error::invalid(
+            "enableExecuteCommand is not supported by berth: ECS Exec needs the SSM agent and \
+             Session Manager, which berth does not have. Use `docker exec` on the container \
+             instance instead.",
+        ));
+    }
+    if volume_configurations.is_some_and(|v| !v.is_empty()) {
+        return Err(Error::invalid(
+            "volumeConfigurations is not supported by berth: Amazon EBS volumes configured at \
+             launch are not available.",
+        ));
+    }
     if started_by
         .as_ref()
         .is_some_and(|s| s.chars().count() > MAX_STARTED_BY_CHARS)
@@ -154,7 +177,7 @@ fn launch_spec(
             group: group.clone(),
             started_by: started_by.clone(),
             tags: parse::tags(tags)?,
-            enable_execute_command: enable_execute_command.unwrap_or(false),
+            enable_execute_command: false,
             launch_type,
             client_token: client_token.clone(),
         },
@@ -273,6 +296,7 @@ pub async fn run(
         &req.started_by,
         &req.tags,
         req.enable_execute_command,
+        req.volume_configurations.as_deref(),
         launch_type,
         &req.client_token,
     )?;
@@ -292,6 +316,7 @@ pub async fn start(
         &req.started_by,
         &req.tags,
         req.enable_execute_command,
+        req.volume_configurations.as_deref(),
         LaunchType::Ec2,
         &None,
     )?;
@@ -378,10 +403,20 @@ pub async fn list(
         Some(f) => Some(parse::task_definition_ref(f)?.family().clone()),
         None => None,
     };
-    let group = req.service_name.as_deref().map(|s| {
-        let name = s.rsplit('/').next().unwrap_or(s);
-        format!("service:{name}")
-    });
+    let group = match req.service_name.as_deref() {
+        Some(given) => {
+            let name = berth_control::services::service_name(&cluster, given)?;
+            let found = cp
+                .services
+                .describe(&cluster, std::slice::from_ref(&name), false)
+                .await?;
+            if !found.iter().any(|f| f.is_ok()) {
+                return Err(berth_core::Error::service_not_found());
+            }
+            Some(format!("service:{name}"))
+        }
+        None => None,
+    };
     let launch_type = match req.launch_type.as_deref() {
         Some(l) => Some(parse::enum_member(
             l,

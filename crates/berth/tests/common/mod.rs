@@ -46,6 +46,9 @@ impl Berth {
             .arg("--data-dir")
             .arg(data_dir)
             .env("BERTH_LOG", "info")
+            // Tests check that a stopped task's containers go: no cleanup wait unless a test
+            // asks for one with --task-cleanup-wait.
+            .env("BERTH_TASK_CLEANUP_WAIT", "0s")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -78,6 +81,13 @@ impl Berth {
     /// `berth server`: control plane only.
     pub fn server(data_dir: &Path, extra: &[&str]) -> Self {
         let mut args = vec!["server"];
+        args.extend_from_slice(extra);
+        Self::spawn(&args, data_dir)
+    }
+
+    /// `berth dev` with extra options (e.g. `--service-task-settle-secs 1`).
+    pub fn dev_with(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut args = vec!["dev"];
         args.extend_from_slice(extra);
         Self::spawn(&args, data_dir)
     }
