@@ -842,6 +842,8 @@ async fn task_metadata_endpoint_answers_from_inside() {
         exec_ok(&none_app, "echo \"[$ECS_CONTAINER_METADATA_URI_V4]\"").trim(),
         "[]"
     );
+    // Stopped, the task's cgroup goes too (the harness only removes containers).
+    stop(&api, &cluster, &task).await;
 }
 
 /// logConfiguration reaches Docker (driver and options); `none` keeps no logs.
