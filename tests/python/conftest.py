@@ -5,6 +5,13 @@ whole session; every test gets its own cluster, named after a per-run prefix, so
 tests do not see each other's tasks. Teardown stops berth and removes every
 container it created (berth's agent leaves task containers running on shutdown).
 
+Credentials: berth verifies SigV4. The session's `berth dev` (`berth_dev`, `ecs`) runs with
+auth on and the clients sign with the admin key the server wrote to its data directory
+(`BerthDev.credentials()`). The service and Terraform suites' servers (`services_berth`,
+`fresh_berth_dev`) run with `--insecure-any-credentials`, since those suites sign with
+"x"/"x" and test other things. The identity suites (test_iam*.py, test_secrets.py) start a
+`berth server` with auth on (`auth_server`).
+
 Environment:
   BERTH_BIN   path of the berth binary (default: <repo>/target/debug/berth)
   BERTH_LOG   berth's log filter (default here: info); the log is written to
@@ -13,6 +20,7 @@ Environment:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import queue
@@ -75,7 +83,14 @@ def _log_tail(path: Path, lines: int = 40) -> str:
 class BerthDev:
     """A running `berth dev` process."""
 
-    def __init__(self, tmp: Path, run_id: str):
+    def __init__(
+        self,
+        tmp: Path,
+        run_id: str,
+        extra_args: list[str] | None = None,
+        command: str = "dev",
+    ):
+        self.command = command
         self.run_id = run_id
         self.data_dir = tmp / "data"
         self.log_path = tmp / "berth.log"
@@ -87,11 +102,12 @@ class BerthDev:
         self.proc = subprocess.Popen(
             [
                 str(berth_bin()),
-                "dev",
+                command,
                 "--listen",
                 "127.0.0.1:0",
                 "--data-dir",
                 str(self.data_dir),
+                *(extra_args or []),
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -135,6 +151,12 @@ class BerthDev:
             f"berth dev did not print its listening line ({why}); stdout: {seen!r}\n"
             f"--- tail of {self.log_path} ---\n{_log_tail(self.log_path)}"
         )
+
+    def credentials(self) -> tuple[str, str]:
+        """The account root's admin key (id, secret), from the credentials file the server
+        writes to its data directory on first start."""
+        server_dir = self.data_dir / "server" if self.command == "dev" else self.data_dir
+        return read_credentials(server_dir / "credentials")
 
     def agent_id(self) -> str | None:
         try:
@@ -199,13 +221,14 @@ def berth_url(berth_dev) -> str:
 
 
 @pytest.fixture(scope="session")
-def ecs(berth_url):
+def ecs(berth_dev, berth_url):
+    key, secret = berth_dev.credentials()
     return boto3.client(
         "ecs",
         endpoint_url=berth_url,
         region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
         config=Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=30),
     )
 
@@ -235,3 +258,133 @@ def cluster(ecs, unique_name) -> str:
         assert time.monotonic() < deadline, f"dev agent did not join {name}"
         time.sleep(0.05)
     return name
+
+
+# ---------------------------------------------------------------------------
+# Additions for the service suites (test_services*.py, test_terraform.py)
+# ---------------------------------------------------------------------------
+
+TASK_ARN_LABEL = "com.amazonaws.ecs.task-arn"
+FAMILY_LABEL = "com.amazonaws.ecs.task-definition-family"
+
+
+def running_containers(cluster: str, family: str | None = None) -> list[str]:
+    """Ids of the *running* Docker containers of `cluster` (and of task definition family
+    `family`, if given), found by the labels berth's agent puts on task containers."""
+    args = ["ps", "-q", "--no-trunc", "--filter", f"label={CLUSTER_LABEL}={cluster}"]
+    if family is not None:
+        args += ["--filter", f"label={FAMILY_LABEL}={family}"]
+    out = docker(*args, check=False)
+    return out.stdout.split()
+
+
+def boto3_ecs(url: str):
+    """An ECS client for `url` configured like the session's `ecs` fixture."""
+    return boto3.client(
+        "ecs",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=30),
+    )
+
+
+# `berth dev` options for the service suites. ECS counts a RUNNING task without container
+# health checks towards minimumHealthyPercent only after 40 s (DeploymentConfiguration,
+# botocore model); berth makes that delay configurable, and the service suites shorten it so
+# that a rollout of health-check-less busybox tasks takes seconds, not minutes.
+SERVICE_DEV_ARGS = ["--service-task-settle-secs", "2"]
+
+
+def unique_namer(run_id: str, request):
+    """The `unique_name` fixture's factory, for a given run id. Unlike `unique_name`, the
+    names of parametrized tests differ (a hash of the test id follows the truncated name)."""
+    digest = hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:6]
+    base = re.sub(r"[^A-Za-z0-9-]", "-", request.node.name)[:32].strip("-") + "-" + digest
+    counter = iter(range(1000))
+
+    def make(kind: str = "") -> str:
+        suffix = f"-{kind}" if kind else ""
+        return f"{run_id}-{base}{suffix}-{next(counter)}"
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def services_berth(tmp_path_factory):
+    """One `berth dev` for the service suites (SERVICE_DEV_ARGS), shared by the session.
+    test_services*.py point their `ecs`, `berth_url` and `unique_name` at it."""
+    server = BerthDev(
+        tmp_path_factory.mktemp("berth-services"),
+        f"pys{uuid.uuid4().hex[:8]}",
+        extra_args=SERVICE_DEV_ARGS + INSECURE_ARGS,
+    )
+    try:
+        server.wait_listening()
+        yield server
+    finally:
+        server.stop()
+        server.remove_containers()
+
+
+@pytest.fixture
+def fresh_berth_dev(tmp_path_factory):
+    """A `berth dev` of this test's own (its own store, agent and run id; SERVICE_DEV_ARGS),
+    for tests that need a clean account (Terraform). Stopped, and its containers removed, at
+    teardown."""
+    run_id = f"pyf{uuid.uuid4().hex[:8]}"
+    server = BerthDev(
+        tmp_path_factory.mktemp("berth-fresh"), run_id, extra_args=SERVICE_DEV_ARGS + INSECURE_ARGS
+    )
+    try:
+        server.wait_listening()
+        yield server
+    finally:
+        server.stop()
+        server.remove_containers()
+
+
+# ---------------------------------------------------------------------------
+# Additions for the identity suites (test_iam*.py, test_secrets.py)
+# ---------------------------------------------------------------------------
+
+# The service and Terraform suites sign with "x"/"x" (their AWS CLI environment and
+# provider blocks say so): their servers accept any well-formed signature as the root.
+INSECURE_ARGS = ["--insecure-any-credentials"]
+
+
+def read_credentials(path: Path) -> tuple[str, str]:
+    """(access key id, secret) of the `default` profile of an AWS credentials file."""
+    import configparser
+
+    parser = configparser.ConfigParser()
+    parser.read(path)
+    section = parser["default"]
+    return section["aws_access_key_id"], section["aws_secret_access_key"]
+
+
+def aws_client(service: str, url: str, key: str, secret: str, token: str | None = None):
+    """A boto3 client for `url` signing with the given credentials, without retries."""
+    return boto3.client(
+        service,
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        aws_session_token=token,
+        config=Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=30),
+    )
+
+
+@pytest.fixture(scope="session")
+def auth_server(tmp_path_factory):
+    """A `berth server` (control plane only, auth on) for the identity suites."""
+    server = BerthDev(
+        tmp_path_factory.mktemp("berth-auth"), f"pya{uuid.uuid4().hex[:8]}", command="server"
+    )
+    try:
+        server.wait_listening()
+        yield server
+    finally:
+        server.stop()

@@ -68,6 +68,7 @@ pub async fn register(
             version_info: req.version_info.clone(),
             tags: vec![],
             agent: None,
+            session: None,
         },
         agent_id: req.agent_id.clone(),
         credential: req.credential.clone(),

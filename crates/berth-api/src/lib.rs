@@ -1,19 +1,30 @@
 //! berth's HTTP front. One endpoint (`POST /`) serves every AWS service, routed by protocol:
 //! JSON 1.1 requests by their `X-Amz-Target` prefix, query-protocol requests by the service
 //! they sign for; each service is one module. The agent channel lives under `/agent/v1/`.
+//!
+//! Every request to the AWS endpoint is authenticated (SigV4, `endpoint`) and every
+//! operation authorized with IAM policies (`berth-iam`); the agent channel authenticates
+//! agents with their per-instance credentials and `/healthz` is open.
 
 pub mod agent;
+pub mod aws_error;
 pub mod ecs;
+pub mod ecs_authz;
+mod endpoint;
+pub mod iam;
 pub mod json;
-mod query;
+pub mod query;
+pub mod secretsmanager;
 pub mod server;
+pub mod ssm;
+pub mod sts;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -31,12 +42,14 @@ pub struct AppState {
     pub control: Arc<ControlPlane>,
     pub control_plane_id: String,
     pub limits: ServerLimits,
+    /// Authentication, authorization, IAM and STS, and the secrets.
+    pub iam: Arc<berth_iam::Iam>,
 }
 
 /// The HTTP application.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/", post(aws_endpoint))
+        .route("/", post(aws_endpoint).get(aws_endpoint))
         .route("/healthz", get(|| async { "ok" }))
         .route(berth_agent_proto::paths::REGISTER, post(agent_register))
         .route(berth_agent_proto::paths::POLL, post(agent_poll))
@@ -71,6 +84,8 @@ async fn read_body(state: &AppState, body: Body) -> Result<Bytes, Response> {
 
 async fn aws_endpoint(
     State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -78,44 +93,7 @@ async fn aws_endpoint(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
-    let Some(target) = target else {
-        let json = headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/x-amz-json"));
-        if json {
-            return JsonResponse(Err(Error::new(
-                ErrorKind::UnknownOperation,
-                "Missing X-Amz-Target header.",
-            )))
-            .into_response();
-        }
-        // A query-protocol request (form-encoded `Action=...`).
-        return query::not_served(&headers, &body);
-    };
-    let Some((prefix, operation)) = target.rsplit_once('.') else {
-        return JsonResponse(Err(Error::new(
-            ErrorKind::UnknownOperation,
-            format!("Malformed X-Amz-Target {target}: expected <service>.<Operation>."),
-        )))
-        .into_response();
-    };
-    let result = if prefix == ecs::TARGET_PREFIX {
-        tracing::debug!(%operation, "ecs request");
-        let endpoint = headers
-            .get("host")
-            .and_then(|h| h.to_str().ok())
-            .map(|h| format!("http://{h}/"))
-            .unwrap_or_default();
-        ecs::dispatch(&state.control, &endpoint, operation, &body).await
-    } else {
-        Err(Error::new(
-            ErrorKind::UnknownOperation,
-            format!("The service {prefix} is not supported by berth."),
-        ))
-    };
-    JsonResponse(result).into_response()
+    endpoint::handle(&state, &method, &uri, &headers, body).await
 }
 
 /// Runs one agent-channel message: JSON in, JSON out, AWS JSON errors.

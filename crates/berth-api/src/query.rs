@@ -1,51 +1,71 @@
 //! The AWS query protocol (form-encoded `Action=...&Version=...`, XML answers), used by
-//! Elastic Load Balancing, IAM and STS. berth serves none of them yet; such requests get an
-//! XML `<ErrorResponse>` in that protocol, so clients report the error instead of failing to
-//! parse a JSON answer.
+//! IAM and STS (served: `crate::iam`, `crate::sts`) and Elastic Load Balancing (not yet).
+//! A request for a query service berth does not serve gets an XML `<ErrorResponse>` in
+//! that protocol, so clients report the error instead of failing to parse a JSON answer.
+//!
+//! - [`params`]: the request's parameters, flattened lists (`Tags.member.1.Key`) included.
+//! - [`xml`]: response documents (`<ActionResponse><ActionResult>...`) and escaping.
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+pub mod params;
+pub mod xml;
 
-/// The service a request signs for (SigV4 credential scope), e.g. `elasticloadbalancing`.
-fn signing_service(headers: &HeaderMap) -> Option<String> {
-    let auth = headers.get("authorization")?.to_str().ok()?;
-    let credential = auth.split("Credential=").nth(1)?;
-    let scope = credential.split([',', ' ']).next()?;
-    scope.split('/').nth(3).map(str::to_string)
+use axum::response::Response;
+
+use crate::aws_error::AwsError;
+use params::QueryParams;
+
+/// The query services berth serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryService {
+    Iam,
+    Sts,
 }
 
-fn form_value(body: &[u8], name: &str) -> Option<String> {
-    let text = std::str::from_utf8(body).ok()?;
-    text.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == name).then(|| v.replace('+', " "))
-    })
+impl QueryService {
+    /// The SigV4 signing name.
+    pub fn signing_name(self) -> &'static str {
+        match self {
+            Self::Iam => "iam",
+            Self::Sts => "sts",
+        }
+    }
+    /// The XML namespace of its documents.
+    pub fn xmlns(self) -> &'static str {
+        match self {
+            Self::Iam => "https://iam.amazonaws.com/doc/2010-05-08/",
+            Self::Sts => "https://sts.amazonaws.com/doc/2011-06-15/",
+        }
+    }
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Self::Iam => "2010-05-08",
+            Self::Sts => "2011-06-15",
+        }
+    }
+    /// The service a query request is for: by the service its signature is scoped to, or
+    /// else by its `Version`.
+    pub fn identify(signing_service: Option<&str>, params: &QueryParams) -> Option<Self> {
+        match signing_service {
+            Some("iam") => Some(Self::Iam),
+            Some("sts") => Some(Self::Sts),
+            Some(_) => None,
+            None => match params.get("Version") {
+                Some("2010-05-08") => Some(Self::Iam),
+                Some("2011-06-15") => Some(Self::Sts),
+                _ => None,
+            },
+        }
+    }
 }
 
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-pub fn not_served(headers: &HeaderMap, body: &Bytes) -> Response {
-    let service = signing_service(headers).unwrap_or_else(|| "this service".into());
-    let action = form_value(body, "Action").unwrap_or_default();
+/// The answer to a query request for a service berth does not serve.
+pub fn not_served(signing_service: Option<&str>, params: &QueryParams) -> Response {
+    let service = signing_service.unwrap_or("this service");
+    let action = params.get("Action").unwrap_or_default();
     let message = if action.is_empty() {
         "The request names no operation (no X-Amz-Target header and no Action).".to_string()
     } else {
         format!("The {service} operation {action} is not supported by berth.")
     };
-    let request_id = uuid::Uuid::new_v4();
-    let xml = format!(
-        "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidAction</Code><Message>{}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>",
-        xml_escape(&message)
-    );
-    let mut response = (StatusCode::BAD_REQUEST, xml).into_response();
-    response
-        .headers_mut()
-        .insert("content-type", HeaderValue::from_static("text/xml"));
-    response
+    AwsError::new("InvalidAction", 400, message).xml(None)
 }

@@ -1356,7 +1356,11 @@ impl Services {
             } else {
                 history_updates.push(HistoryUpdate {
                     breaker_tripped: true,
-                    ..HistoryUpdate::new(&primary.id, ServiceDeploymentStatus::Stopped, Some(reason))
+                    ..HistoryUpdate::new(
+                        &primary.id,
+                        ServiceDeploymentStatus::Stopped,
+                        Some(reason),
+                    )
                 });
             }
         }

@@ -126,7 +126,11 @@ impl DeploymentId {
 
     /// The deployment id made from a number (berth draws it from its id generator).
     pub fn from_number(n: u64) -> Self {
-        Self(format!("{}{:019}", Self::PREFIX, n % 10_000_000_000_000_000_000))
+        Self(format!(
+            "{}{:019}",
+            Self::PREFIX,
+            n % 10_000_000_000_000_000_000
+        ))
     }
 
     pub fn new(s: impl Into<String>) -> Result<Self, Error> {

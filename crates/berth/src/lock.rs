@@ -65,7 +65,11 @@ fn holder(path: &Path) -> Option<String> {
     let mut pid = String::new();
     let mut file = file;
     let _ = file.read_to_string(&mut pid);
-    Some(if pid.trim().is_empty() { "unknown".into() } else { pid.trim().to_string() })
+    Some(if pid.trim().is_empty() {
+        "unknown".into()
+    } else {
+        pid.trim().to_string()
+    })
 }
 
 #[cfg(test)]

@@ -28,15 +28,25 @@ fn principal(given: &Option<String>) -> Result<Option<&str>, Error> {
     match given.as_deref() {
         None => Ok(None),
         Some(p) if p.starts_with("arn:aws:iam::") => Ok(Some(p)),
-        Some(p) => Err(Error::invalid(format!("principalArn '{p}' is not an IAM principal ARN."))),
+        Some(p) => Err(Error::invalid(format!(
+            "principalArn '{p}' is not an IAM principal ARN."
+        ))),
     }
 }
 
-pub async fn put_setting(cp: &ControlPlane, req: ecs::PutAccountSettingRequest) -> Result<ecs::PutAccountSettingResponse, Error> {
+pub async fn put_setting(
+    cp: &ControlPlane,
+    req: ecs::PutAccountSettingRequest,
+) -> Result<ecs::PutAccountSettingResponse, Error> {
     let name = parse::required(&req.name, "name")?;
     let value = parse::required(&req.value, "value")?;
-    let s = cp.account_settings.put(principal(&req.principal_arn)?, name, value).await?;
-    Ok(ecs::PutAccountSettingResponse { setting: Some(setting(s)) })
+    let s = cp
+        .account_settings
+        .put(principal(&req.principal_arn)?, name, value)
+        .await?;
+    Ok(ecs::PutAccountSettingResponse {
+        setting: Some(setting(s)),
+    })
 }
 
 pub async fn put_setting_default(
@@ -46,7 +56,9 @@ pub async fn put_setting_default(
     let name = parse::required(&req.name, "name")?;
     let value = parse::required(&req.value, "value")?;
     let s = cp.account_settings.put_default(name, value).await?;
-    Ok(ecs::PutAccountSettingDefaultResponse { setting: Some(setting(s)) })
+    Ok(ecs::PutAccountSettingDefaultResponse {
+        setting: Some(setting(s)),
+    })
 }
 
 pub async fn delete_setting(
@@ -54,8 +66,13 @@ pub async fn delete_setting(
     req: ecs::DeleteAccountSettingRequest,
 ) -> Result<ecs::DeleteAccountSettingResponse, Error> {
     let name = parse::required(&req.name, "name")?;
-    let s = cp.account_settings.delete(principal(&req.principal_arn)?, name).await?;
-    Ok(ecs::DeleteAccountSettingResponse { setting: Some(setting(s)) })
+    let s = cp
+        .account_settings
+        .delete(principal(&req.principal_arn)?, name)
+        .await?;
+    Ok(ecs::DeleteAccountSettingResponse {
+        setting: Some(setting(s)),
+    })
 }
 
 pub async fn list_settings(
@@ -96,10 +113,9 @@ fn attributes(
             if a.target_type.as_deref().is_some_and(|t| t != TARGET_TYPE) {
                 return Err(Error::invalid(format!("targetType must be {TARGET_TYPE}.")));
             }
-            let target = a
-                .target_id
-                .as_deref()
-                .ok_or_else(|| Error::invalid("Each attribute needs a targetId (a container instance)."))?;
+            let target = a.target_id.as_deref().ok_or_else(|| {
+                Error::invalid("Each attribute needs a targetId (a container instance).")
+            })?;
             Ok(InstanceAttribute {
                 instance: instance_id(cluster, target)?,
                 name: parse::required(&a.name, "attributes.name")?.to_string(),
@@ -109,7 +125,11 @@ fn attributes(
         .collect()
 }
 
-fn rendered(cp: &ControlPlane, cluster: &berth_core::ids::ClusterName, list: &[InstanceAttribute]) -> Vec<ecs::Attribute> {
+fn rendered(
+    cp: &ControlPlane,
+    cluster: &berth_core::ids::ClusterName,
+    list: &[InstanceAttribute],
+) -> Vec<ecs::Attribute> {
     list.iter()
         .map(|a| ecs::Attribute {
             name: Some(a.name.clone()),
@@ -120,11 +140,16 @@ fn rendered(cp: &ControlPlane, cluster: &berth_core::ids::ClusterName, list: &[I
         .collect()
 }
 
-pub async fn put_attributes(cp: &ControlPlane, req: ecs::PutAttributesRequest) -> Result<ecs::PutAttributesResponse, Error> {
+pub async fn put_attributes(
+    cp: &ControlPlane,
+    req: ecs::PutAttributesRequest,
+) -> Result<ecs::PutAttributesResponse, Error> {
     let cluster = parse::cluster(&req.cluster)?;
     let list = attributes(&cluster, &req.attributes)?;
     cp.instances.put_attributes(&cluster, &list).await?;
-    Ok(ecs::PutAttributesResponse { attributes: Some(rendered(cp, &cluster, &list)) })
+    Ok(ecs::PutAttributesResponse {
+        attributes: Some(rendered(cp, &cluster, &list)),
+    })
 }
 
 pub async fn delete_attributes(
@@ -134,10 +159,15 @@ pub async fn delete_attributes(
     let cluster = parse::cluster(&req.cluster)?;
     let list = attributes(&cluster, &req.attributes)?;
     cp.instances.delete_attributes(&cluster, &list).await?;
-    Ok(ecs::DeleteAttributesResponse { attributes: Some(rendered(cp, &cluster, &list)) })
+    Ok(ecs::DeleteAttributesResponse {
+        attributes: Some(rendered(cp, &cluster, &list)),
+    })
 }
 
-pub async fn list_attributes(cp: &ControlPlane, req: ecs::ListAttributesRequest) -> Result<ecs::ListAttributesResponse, Error> {
+pub async fn list_attributes(
+    cp: &ControlPlane,
+    req: ecs::ListAttributesRequest,
+) -> Result<ecs::ListAttributesResponse, Error> {
     let cluster = parse::cluster(&req.cluster)?;
     if parse::required(&req.target_type, "targetType")? != TARGET_TYPE {
         return Err(Error::invalid(format!("targetType must be {TARGET_TYPE}.")));
@@ -147,16 +177,26 @@ pub async fn list_attributes(cp: &ControlPlane, req: ecs::ListAttributesRequest)
     }
     let all = cp
         .instances
-        .list_attributes(&cluster, req.attribute_name.as_deref(), req.attribute_value.as_deref())
+        .list_attributes(
+            &cluster,
+            req.attribute_name.as_deref(),
+            req.attribute_value.as_deref(),
+        )
         .await?;
     let limit = match req.max_results {
         None => 100,
         Some(n) if (1..=100).contains(&n) => n as usize,
-        Some(n) => return Err(Error::invalid(format!("maxResults must be between 1 and 100, got {n}."))),
+        Some(n) => {
+            return Err(Error::invalid(format!(
+                "maxResults must be between 1 and 100, got {n}."
+            )))
+        }
     };
     let start: usize = match req.next_token.as_deref().filter(|t| !t.is_empty()) {
         None => 0,
-        Some(t) => t.parse().map_err(|_| Error::invalid("Invalid nextToken."))?,
+        Some(t) => t
+            .parse()
+            .map_err(|_| Error::invalid("Invalid nextToken."))?,
     };
     let page: Vec<InstanceAttribute> = all.iter().skip(start).take(limit).cloned().collect();
     let next_token = (start + page.len() < all.len()).then(|| (start + page.len()).to_string());
@@ -176,22 +216,34 @@ pub async fn update_instances_state(
     let status = parse::enum_member(
         parse::required(&req.status, "status")?,
         "status",
-        |s| InstanceStatus::parse(s).filter(|st| matches!(st, InstanceStatus::Active | InstanceStatus::Draining)),
+        |s| {
+            InstanceStatus::parse(s)
+                .filter(|st| matches!(st, InstanceStatus::Active | InstanceStatus::Draining))
+        },
         || "ACTIVE, DRAINING".into(),
     )?;
     let given = parse::id_list(&req.container_instances, "containerInstances", 10)?;
-    let ids = given.iter().map(|g| instance_id(&cluster, g)).collect::<Result<Vec<_>, _>>()?;
+    let ids = given
+        .iter()
+        .map(|g| instance_id(&cluster, g))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut out = ecs::UpdateContainerInstancesStateResponse {
         container_instances: Some(vec![]),
         failures: Some(vec![]),
     };
     for r in cp.instances.update_state(&cluster, &ids, status).await? {
         match r {
-            Ok(view) => out.container_instances.get_or_insert_with(Vec::new).push(render::instance(cp.arns(), &view)),
+            Ok(view) => out
+                .container_instances
+                .get_or_insert_with(Vec::new)
+                .push(render::instance(cp.arns(), &view)),
             Err(id) => out
                 .failures
                 .get_or_insert_with(Vec::new)
-                .push(render::failure(cp.arns().container_instance(&cluster, &id), "MISSING")),
+                .push(render::failure(
+                    cp.arns().container_instance(&cluster, &id),
+                    "MISSING",
+                )),
         }
     }
     Ok(out)
@@ -202,7 +254,10 @@ pub async fn update_agent(
     req: ecs::UpdateContainerAgentRequest,
 ) -> Result<ecs::UpdateContainerAgentResponse, Error> {
     let cluster = parse::cluster(&req.cluster)?;
-    let id = instance_id(&cluster, parse::required(&req.container_instance, "containerInstance")?)?;
+    let id = instance_id(
+        &cluster,
+        parse::required(&req.container_instance, "containerInstance")?,
+    )?;
     let view = cp.instances.update_agent(&cluster, &id).await?;
     Ok(ecs::UpdateContainerAgentResponse {
         container_instance: Some(render::instance(cp.arns(), &view)),
@@ -211,7 +266,11 @@ pub async fn update_agent(
 
 // ---------------------------------------------------------------- task protection
 
-fn protected(cp: &ControlPlane, cluster: &berth_core::ids::ClusterName, t: &berth_core::records::TaskRecord) -> ecs::ProtectedTask {
+fn protected(
+    cp: &ControlPlane,
+    cluster: &berth_core::ids::ClusterName,
+    t: &berth_core::records::TaskRecord,
+) -> ecs::ProtectedTask {
     ecs::ProtectedTask {
         task_arn: Some(cp.arns().task(cluster, &t.id)),
         protection_enabled: Some(t.desired.protected_until.is_some_and(|u| u > cp.ctx.now())),
@@ -226,19 +285,38 @@ pub async fn update_task_protection(
     parse::required(&req.cluster, "cluster")?;
     let cluster = parse::cluster(&req.cluster)?;
     let given = parse::id_list(&req.tasks, "tasks", 10)?;
-    let ids = given.iter().map(|g| task_id(&cluster, g)).collect::<Result<Vec<_>, _>>()?;
+    let ids = given
+        .iter()
+        .map(|g| task_id(&cluster, g))
+        .collect::<Result<Vec<_>, _>>()?;
     let enabled = req
         .protection_enabled
         .ok_or_else(|| Error::invalid("protectionEnabled is required."))?;
     let minutes = req
         .expires_in_minutes
-        .map(|m| u32::try_from(m).map_err(|_| Error::invalid("expiresInMinutes must be between 1 and 2880.")))
+        .map(|m| {
+            u32::try_from(m)
+                .map_err(|_| Error::invalid("expiresInMinutes must be between 1 and 2880."))
+        })
         .transpose()?;
-    let mut out = ecs::UpdateTaskProtectionResponse { protected_tasks: Some(vec![]), failures: Some(vec![]) };
-    for r in cp.tasks.set_protection(&cluster, &ids, enabled, minutes).await? {
+    let mut out = ecs::UpdateTaskProtectionResponse {
+        protected_tasks: Some(vec![]),
+        failures: Some(vec![]),
+    };
+    for r in cp
+        .tasks
+        .set_protection(&cluster, &ids, enabled, minutes)
+        .await?
+    {
         match r {
-            Ok(t) => out.protected_tasks.get_or_insert_with(Vec::new).push(protected(cp, &cluster, &t)),
-            Err((id, reason)) => out.failures.get_or_insert_with(Vec::new).push(render::failure(cp.arns().task(&cluster, &id), reason)),
+            Ok(t) => out
+                .protected_tasks
+                .get_or_insert_with(Vec::new)
+                .push(protected(cp, &cluster, &t)),
+            Err((id, reason)) => out
+                .failures
+                .get_or_insert_with(Vec::new)
+                .push(render::failure(cp.arns().task(&cluster, &id), reason)),
         }
     }
     Ok(out)
@@ -251,12 +329,24 @@ pub async fn get_task_protection(
     parse::required(&req.cluster, "cluster")?;
     let cluster = parse::cluster(&req.cluster)?;
     let given = parse::id_list(&req.tasks, "tasks", 10)?;
-    let ids = given.iter().map(|g| task_id(&cluster, g)).collect::<Result<Vec<_>, _>>()?;
-    let mut out = ecs::GetTaskProtectionResponse { protected_tasks: Some(vec![]), failures: Some(vec![]) };
+    let ids = given
+        .iter()
+        .map(|g| task_id(&cluster, g))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = ecs::GetTaskProtectionResponse {
+        protected_tasks: Some(vec![]),
+        failures: Some(vec![]),
+    };
     for r in cp.tasks.describe(&cluster, &ids, false).await? {
         match r {
-            Ok(v) => out.protected_tasks.get_or_insert_with(Vec::new).push(protected(cp, &cluster, &v.record)),
-            Err(id) => out.failures.get_or_insert_with(Vec::new).push(render::failure(cp.arns().task(&cluster, &id), "MISSING")),
+            Ok(v) => out
+                .protected_tasks
+                .get_or_insert_with(Vec::new)
+                .push(protected(cp, &cluster, &v.record)),
+            Err(id) => out
+                .failures
+                .get_or_insert_with(Vec::new)
+                .push(render::failure(cp.arns().task(&cluster, &id), "MISSING")),
         }
     }
     Ok(out)
@@ -276,10 +366,16 @@ pub async fn delete_task_definitions(
             TaskDefinitionRef::Latest(_) => return Err(Error::client("Revision is missing.")),
         }
     }
-    let mut out = ecs::DeleteTaskDefinitionsResponse { task_definitions: Some(vec![]), failures: Some(vec![]) };
+    let mut out = ecs::DeleteTaskDefinitionsResponse {
+        task_definitions: Some(vec![]),
+        failures: Some(vec![]),
+    };
     for r in cp.task_definitions.delete(&ids).await? {
         match r {
-            Ok(record) => out.task_definitions.get_or_insert_with(Vec::new).push(render::task_definition(cp.arns(), &record)),
+            Ok(record) => out
+                .task_definitions
+                .get_or_insert_with(Vec::new)
+                .push(render::task_definition(cp.arns(), &record)),
             Err((id, reason)) => out
                 .failures
                 .get_or_insert_with(Vec::new)
@@ -338,7 +434,9 @@ pub async fn submit_container_state_change(
         execution_stopped_at: None,
     };
     cp.tasks.submit_state_change(&cluster, &id, &report).await?;
-    Ok(ecs::SubmitContainerStateChangeResponse { acknowledgment: Some("ACK".into()) })
+    Ok(ecs::SubmitContainerStateChangeResponse {
+        acknowledgment: Some("ACK".into()),
+    })
 }
 
 /// SubmitAttachmentStateChanges: berth's tasks have no attachments (no awsvpc ENIs).

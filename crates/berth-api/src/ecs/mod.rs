@@ -5,9 +5,9 @@
 mod account;
 mod clusters;
 mod instances;
-pub mod services;
 pub mod parse;
 pub mod render;
+pub mod services;
 mod tags;
 pub mod task_definitions;
 mod tasks;
@@ -71,9 +71,7 @@ pub async fn dispatch(
         "UpdateContainerAgent" => output(account::update_agent(cp, body(input)?).await),
         "UpdateTaskProtection" => output(account::update_task_protection(cp, body(input)?).await),
         "GetTaskProtection" => output(account::get_task_protection(cp, body(input)?).await),
-        "DeleteTaskDefinitions" => {
-            output(account::delete_task_definitions(cp, body(input)?).await)
-        }
+        "DeleteTaskDefinitions" => output(account::delete_task_definitions(cp, body(input)?).await),
         "DiscoverPollEndpoint" => {
             output(account::discover_poll_endpoint(endpoint, body(input)?).await)
         }

@@ -88,7 +88,11 @@ pub fn cluster(arns: &ArnBuilder, view: &ClusterView, include: ClusterInclude) -
         cluster_name: Some(r.name.to_string()),
         configuration: include
             .configurations
-            .then(|| r.configuration.clone().and_then(|c| serde_json::from_value(c).ok()))
+            .then(|| {
+                r.configuration
+                    .clone()
+                    .and_then(|c| serde_json::from_value(c).ok())
+            })
             .flatten(),
         status: Some(r.status.as_str().to_string()),
         registered_container_instances_count: Some(c.registered_instances as i32),

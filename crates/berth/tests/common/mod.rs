@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_iam::sigv4::ClientCredentials;
 use serde_json::{json, Value};
 
 pub const BUSYBOX: &str = "berth-test/busybox:latest";
@@ -38,11 +39,15 @@ fn ensure_test_images() {
 
 impl Berth {
     fn spawn(args: &[&str], data_dir: &Path) -> Self {
+        Self::spawn_listening(args, data_dir, "127.0.0.1:0")
+    }
+
+    fn spawn_listening(args: &[&str], data_dir: &Path, listen: &str) -> Self {
         ensure_test_images();
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(args)
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .arg("--data-dir")
             .arg(data_dir)
             .env("BERTH_LOG", "info")
@@ -66,6 +71,16 @@ impl Berth {
         let url = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("berth did not report its listening address");
+        // Clients of this server sign with its admin key (written before it listens).
+        if let Some(c) = [
+            data_dir.join("credentials"),
+            data_dir.join("server/credentials"),
+        ]
+        .iter()
+        .find_map(|f| berth_iam::read_credentials_file(f))
+        {
+            server_credentials().lock().unwrap().insert(url.clone(), c);
+        }
         Self {
             child: Some(child),
             url,
@@ -92,8 +107,26 @@ impl Berth {
         Self::spawn(&args, data_dir)
     }
 
+    /// `berth server` on a fixed address, so that agents find it again after a restart.
+    pub fn server_on(data_dir: &Path, listen: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["server"];
+        args.extend_from_slice(extra);
+        Self::spawn_listening(&args, data_dir, listen)
+    }
+
     pub fn api(&self) -> Api {
         Api::new(&self.url)
+    }
+
+    /// The account root's admin key, which the server writes to its data directory on
+    /// first start (`credentials`; `server/credentials` for `berth dev`).
+    pub fn admin_credentials(&self) -> Option<ClientCredentials> {
+        [
+            self.data_dir.join("credentials"),
+            self.data_dir.join("server/credentials"),
+        ]
+        .iter()
+        .find_map(|f| berth_iam::read_credentials_file(f))
     }
 
     /// The process id (for /proc measurements).
@@ -144,18 +177,75 @@ pub fn remove_containers_labelled(label: &str, value: &str) {
     }
 }
 
+/// The admin keys of the servers this harness started, by URL.
+fn server_credentials(
+) -> &'static std::sync::Mutex<std::collections::HashMap<String, ClientCredentials>> {
+    static KEYS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, ClientCredentials>>,
+    > = std::sync::OnceLock::new();
+    KEYS.get_or_init(Default::default)
+}
+
 /// A raw ECS JSON 1.1 client, so tests see status codes and bodies as sent.
 pub struct Api {
     http: reqwest::Client,
     pub url: String,
+    /// Agent credentials of the simulated instances this client registered.
+    agents: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, (String, String)>>>,
+    /// Signs requests with SigV4 when set (a client without credentials sends none).
+    credentials: Option<ClientCredentials>,
 }
 
 impl Api {
+    /// A client of the server at `url`, signing with its admin key when the server was
+    /// started by this harness (see [`Berth`]), else unsigned.
     pub fn new(url: &str) -> Self {
         Self {
             http: reqwest::Client::new(),
             url: url.to_string(),
+            agents: Default::default(),
+            credentials: server_credentials().lock().unwrap().get(url).cloned(),
         }
+    }
+
+    /// This client, signing its requests with `credentials` (SigV4, as the AWS SDKs do).
+    pub fn signed_with(mut self, credentials: Option<ClientCredentials>) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// Adds the SigV4 headers for a POST of `body` with `headers` to `/`, signed for
+    /// `service` at the current time.
+    pub fn sign(
+        &self,
+        mut req: reqwest::RequestBuilder,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        service: &str,
+    ) -> reqwest::RequestBuilder {
+        let Some(creds) = &self.credentials else {
+            return req;
+        };
+        let host = self.url.trim_start_matches("http://").trim_end_matches('/');
+        let mut signed: Vec<(&str, &str)> = vec![("host", host)];
+        signed.extend_from_slice(headers);
+        let added = berth_iam::sigv4::sign_request(
+            "POST",
+            &format!("{}/", self.url),
+            &signed,
+            body,
+            creds,
+            &berth_iam::sigv4::SigningTarget {
+                region: "us-east-1",
+                service,
+                time: std::time::SystemTime::now(),
+            },
+        )
+        .expect("signing");
+        for (k, v) in added {
+            req = req.header(k, v);
+        }
+        req
     }
 
     pub async fn raw(&self, target: Option<&str>, body: &str) -> (u16, Value) {
@@ -164,9 +254,12 @@ impl Api {
             .post(format!("{}/", self.url))
             .header("content-type", "application/x-amz-json-1.1")
             .body(body.to_string());
+        let mut headers = vec![("content-type", "application/x-amz-json-1.1")];
         if let Some(t) = target {
             req = req.header("x-amz-target", t);
+            headers.push(("x-amz-target", t));
         }
+        let req = self.sign(req, &headers, body.as_bytes(), "ecs");
         let resp = req.send().await.expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().await.expect("body");
@@ -252,7 +345,10 @@ impl Api {
         v["containerInstances"][0].clone()
     }
 
-    /// Registers a simulated container instance the way an agent would (no agent runs it).
+    /// Registers a simulated container instance the way a berth agent does (over the agent
+    /// channel) and keeps its session alive with a background poll loop, so tasks can be
+    /// placed on it. No containers run: tests report the tasks' states with
+    /// [`agent_report`](Self::agent_report).
     pub async fn register_instance(
         &self,
         cluster: &str,
@@ -261,25 +357,125 @@ impl Api {
         zone: &str,
         attributes: Value,
     ) -> String {
-        let v = self
-            .ok(
-                "RegisterContainerInstance",
-                json!({
-                    "cluster": cluster,
-                    "instanceIdentityDocument": json!({"availabilityZone": zone}).to_string(),
-                    "totalResources": [
-                        {"name": "CPU", "type": "INTEGER", "integerValue": cpu},
-                        {"name": "MEMORY", "type": "INTEGER", "integerValue": memory},
-                        {"name": "PORTS", "type": "STRINGSET", "stringSetValue": ["22"]},
-                    ],
-                    "attributes": attributes,
-                }),
-            )
-            .await;
-        v["containerInstance"]["containerInstanceArn"]
+        let attributes: Vec<Value> = attributes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| json!({"name": a["name"], "value": a["value"]}))
+            .collect();
+        let resp = self
+            .http
+            .post(format!("{}/agent/v1/register", self.url))
+            .json(&json!({
+                "cluster": cluster,
+                "agentId": format!("i-sim{:013}", rand_suffix()),
+                "resources": {"cpu": cpu, "memory": memory, "tcp_ports": [22], "udp_ports": []},
+                "attributes": attributes,
+                "versionInfo": {"agent_version": "sim", "agent_hash": null, "docker_version": null},
+                "availabilityZone": zone,
+                "followAllClusters": false,
+            }))
+            .send()
+            .await
+            .expect("register");
+        assert!(
+            resp.status().is_success(),
+            "register: {}",
+            resp.text().await.unwrap_or_default()
+        );
+        let v: Value = resp.json().await.expect("json");
+        let arn = v["containerInstanceArn"]
             .as_str()
             .expect("instance ARN")
-            .to_string()
+            .to_string();
+        let credential = v["credential"].as_str().expect("credential").to_string();
+        self.agents
+            .lock()
+            .unwrap()
+            .insert(arn.clone(), (cluster.to_string(), credential.clone()));
+        // Keep the instance's session: poll as an agent does, for as long as the test runs.
+        let (http, url, instance) = (
+            self.http.clone(),
+            self.url.clone(),
+            json!({"cluster": cluster, "containerInstanceArn": arn, "credential": credential}),
+        );
+        tokio::spawn(async move {
+            let mut digest = Value::Null;
+            loop {
+                let answer = http
+                    .post(format!("{url}/agent/v1/poll"))
+                    .json(&json!({"instances": [instance], "followAllClusters": false,
+                                  "knownDigest": digest, "waitSeconds": 5}))
+                    .send()
+                    .await;
+                match answer {
+                    Ok(r) if r.status().is_success() => {
+                        let v: Value = r.json().await.unwrap_or_default();
+                        digest = v["digest"].clone();
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        });
+        arn
+    }
+
+    /// Reports a task on a simulated instance as its agent would. `containers` is a list
+    /// of ECS-style container changes (`containerName`, `status`, `exitCode`, `runtimeId`).
+    pub async fn agent_report(
+        &self,
+        task_arn: &str,
+        status: &str,
+        containers: Value,
+    ) -> (u16, Value) {
+        let described = self.describe_tasks_anywhere(task_arn).await;
+        let instance = described["containerInstanceArn"]
+            .as_str()
+            .expect("task's instance")
+            .to_string();
+        let (cluster, credential) = self
+            .agents
+            .lock()
+            .unwrap()
+            .get(&instance)
+            .cloned()
+            .expect("a simulated instance");
+        let containers: Vec<Value> = containers
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                json!({"name": c["containerName"], "runtime_id": c.get("runtimeId"),
+                       "status": c["status"], "exit_code": c.get("exitCode"),
+                       "reason": null, "bindings": null, "health": null, "image_digest": null})
+            })
+            .collect();
+        let resp = self
+            .http
+            .post(format!("{}/agent/v1/report", self.url))
+            .json(&json!({
+                "instance": {"cluster": cluster, "containerInstanceArn": instance, "credential": credential},
+                "taskArn": task_arn,
+                "report": {"status": status, "reason": null, "stop_code": null, "containers": containers,
+                           "pull_started_at": null, "pull_stopped_at": null, "execution_stopped_at": null},
+            }))
+            .send()
+            .await
+            .expect("report");
+        let code = resp.status().as_u16();
+        (code, resp.json().await.unwrap_or_default())
+    }
+
+    /// DescribeTasks of one task given by ARN (its cluster taken from the ARN).
+    async fn describe_tasks_anywhere(&self, task_arn: &str) -> Value {
+        let cluster = task_arn.rsplit('/').nth(1).expect("a task ARN");
+        let v = self
+            .ok(
+                "DescribeTasks",
+                json!({"cluster": cluster, "tasks": [task_arn]}),
+            )
+            .await;
+        v["tasks"][0].clone()
     }
 
     pub async fn create_cluster(&self, name: &str) {
@@ -388,6 +584,112 @@ pub async fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -
     }
 }
 
+/// A number unique enough to tell simulated agents apart.
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    u64::from(std::process::id()) * 1_000_000 + NEXT.fetch_add(1, Ordering::SeqCst)
+}
+
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", std::process::id())
+}
+
+/// A free 127.0.0.1 port (bound once and released) for a server that must keep its address.
+pub fn free_local_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").to_string()
+}
+
+/// Ids of the *running* Docker containers carrying every `label=value` in `labels`.
+pub fn running_containers_labelled(labels: &[(&str, &str)]) -> Vec<String> {
+    let mut cmd = Command::new("docker");
+    cmd.args(["ps", "-q", "--no-trunc"]);
+    for (label, value) in labels {
+        cmd.args(["--filter", &format!("label={label}={value}")]);
+    }
+    let out = cmd.output().expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A separate `berth agent` process (SIGKILLed when dropped; the containers it made are
+/// removed then).
+pub struct AgentProcess {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl AgentProcess {
+    /// `berth agent --server URL --cluster CLUSTER --data-dir DIR --host-bind-ip 127.0.0.1`
+    /// plus `--attribute` for each `name=value` of `attributes`.
+    pub fn start(server_url: &str, cluster: &str, data_dir: &Path, attributes: &[&str]) -> Self {
+        ensure_test_images();
+        let mut args: Vec<String> = [
+            "agent",
+            "--server",
+            server_url,
+            "--cluster",
+            cluster,
+            "--host-bind-ip",
+            "127.0.0.1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for a in attributes {
+            args.push("--attribute".into());
+            args.push(a.to_string());
+        }
+        args.push("--data-dir".into());
+        args.push(data_dir.display().to_string());
+        let mut agent = Self {
+            child: None,
+            data_dir: data_dir.to_path_buf(),
+            args,
+        };
+        agent.restart();
+        agent
+    }
+
+    /// Starts the agent again with the same arguments (after `kill9`).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "agent already running");
+        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(&self.args)
+            .env("BERTH_LOG", "info")
+            .env("BERTH_TASK_CLEANUP_WAIT", "0s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting berth agent");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, as a crash would. Its containers keep running.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The agent's id (label `berth.agent-id` on its containers), once it has registered.
+    pub fn agent_id(&self) -> Option<String> {
+        let bytes = std::fs::read(self.data_dir.join("identity.json")).ok()?;
+        let state: Value = serde_json::from_slice(&bytes).ok()?;
+        state["agentId"].as_str().map(str::to_string)
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill9();
+        if let Some(agent) = self.agent_id() {
+            remove_containers_labelled("berth.agent-id", &agent);
+        }
+    }
 }
