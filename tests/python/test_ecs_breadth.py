@@ -329,3 +329,163 @@ def test_an_unserved_json_service_gets_a_json_error(berth_url):
         logs.describe_log_groups()
     assert error_code(e) == "UnknownOperationException"
     assert "not supported by berth" in e.value.response["Error"]["Message"]
+
+
+# --------------------------------------------------------------------- validation order
+
+
+def test_describe_tasks_checks_the_cluster_before_the_list(ecs, unique_name, cluster):
+    with pytest.raises(ClientError) as e:
+        ecs.describe_tasks(cluster=unique_name("missing"), tasks=[])
+    assert error_code(e) == "ClusterNotFoundException"
+    with pytest.raises(ClientError) as e:
+        ecs.describe_tasks(cluster=cluster, tasks=[])
+    assert error_code(e) == "InvalidParameterException"
+    assert e.value.response["Error"]["Message"] == "Tasks cannot be empty."
+
+
+def test_describe_services_checks_the_cluster_before_the_list(ecs, unique_name, cluster):
+    with pytest.raises(ClientError) as e:
+        ecs.describe_services(cluster=unique_name("missing"), services=[])
+    assert error_code(e) == "ClusterNotFoundException"
+    with pytest.raises(ClientError) as e:
+        ecs.describe_services(cluster=cluster, services=[])
+    assert error_code(e) == "InvalidParameterException"
+    assert e.value.response["Error"]["Message"] == "Services cannot be empty."
+
+
+def test_describe_container_instances_checks_the_cluster_before_the_list(ecs, unique_name, cluster):
+    with pytest.raises(ClientError) as e:
+        ecs.describe_container_instances(cluster=unique_name("missing"), containerInstances=[])
+    assert error_code(e) == "ClusterNotFoundException"
+    with pytest.raises(ClientError) as e:
+        ecs.describe_container_instances(cluster=cluster, containerInstances=[])
+    assert error_code(e) == "ClientException"
+    assert e.value.response["Error"]["Message"] == "Container Instances cannot be empty."
+
+
+# --------------------------------------------------------------------- compatibilities
+
+
+def fargate_definition(family: str, **extra) -> dict:
+    return {
+        "family": family,
+        "requiresCompatibilities": ["FARGATE"],
+        "containerDefinitions": [{"name": "main", "image": BUSYBOX, "essential": True}],
+        **extra,
+    }
+
+
+def test_register_task_definition_fargate_checks_then_says_berth_has_no_fargate(ecs, unique_name):
+    family = unique_name()
+    cases = [
+        ({}, "ClientException", "Fargate only supports network mode \u2018awsvpc\u2019."),
+        ({"networkMode": "bridge"}, "ClientException", "Fargate only supports network mode \u2018awsvpc\u2019."),
+        ({"networkMode": "awsvpc"}, "ClientException", "Fargate requires that 'cpu' be defined at the task level."),
+        (
+            {"networkMode": "awsvpc", "cpu": "256"},
+            "ClientException",
+            "Fargate requires that 'memory' be defined at the task level.",
+        ),
+        (
+            {"networkMode": "awsvpc", "cpu": "256", "memory": "512", "ipcMode": "host"},
+            "ClientException",
+            "Tasks using the Fargate launch type do not support ipcMode.",
+        ),
+    ]
+    for extra, code, message in cases:
+        with pytest.raises(ClientError) as e:
+            ecs.register_task_definition(**fargate_definition(family, **extra))
+        assert (error_code(e), e.value.response["Error"]["Message"]) == (code, message), extra
+    with pytest.raises(ClientError) as e:
+        ecs.register_task_definition(**fargate_definition(family, networkMode="awsvpc", cpu="256", memory="512"))
+    assert error_code(e) == "UnsupportedFeatureException"
+    assert "no Fargate capacity" in e.value.response["Error"]["Message"]
+    # Nothing was registered by the refusals.
+    assert ecs.list_task_definitions(familyPrefix=family)["taskDefinitionArns"] == []
+
+
+def test_register_task_definition_compatibilities(ecs, unique_name):
+    family = unique_name()
+    plain = ecs.register_task_definition(
+        family=family, containerDefinitions=[{"name": "main", "image": BUSYBOX, "memory": 32}]
+    )["taskDefinition"]
+    assert plain["compatibilities"] == ["EC2"]
+    assert plain["networkMode"] == "bridge"
+    external = ecs.register_task_definition(
+        family=family,
+        requiresCompatibilities=["EXTERNAL"],
+        containerDefinitions=[{"name": "main", "image": BUSYBOX, "memory": 32}],
+    )["taskDefinition"]
+    assert external["requiresCompatibilities"] == ["EXTERNAL"]
+    assert external["compatibilities"] == ["EC2", "EXTERNAL"]
+
+
+# --------------------------------------------------------------------- service revisions
+
+
+def test_describe_service_revisions(ecs, cluster, unique_name):
+    first = register(ecs, unique_name("td"))
+    svc = ecs.create_service(cluster=cluster, serviceName="rev", taskDefinition=first, desiredCount=0)["service"]
+    second = register(ecs, first.split("/")[-1].split(":")[0], command="sleep 1000")
+    ecs.update_service(cluster=cluster, service="rev", taskDefinition=second)
+    briefs = ecs.list_service_deployments(cluster=cluster, service="rev")["serviceDeployments"]
+    revisions = [b["targetServiceRevisionArn"] for b in briefs]
+    assert len(revisions) == 2
+    missing = revisions[0].rsplit("/", 1)[0] + "/999999999"
+    got = ecs.describe_service_revisions(serviceRevisionArns=revisions + [missing])
+    by_arn = {r["serviceRevisionArn"]: r for r in got["serviceRevisions"]}
+    assert set(by_arn) == set(revisions)
+    assert {r["taskDefinition"] for r in by_arn.values()} == {first, second}
+    for r in by_arn.values():
+        assert r["serviceArn"] == svc["serviceArn"]
+        assert r["clusterArn"] == svc["clusterArn"]
+        assert r["launchType"] == "EC2"
+        assert r["containerImages"] == [{"containerName": "main", "image": BUSYBOX}]
+    assert [(f["arn"], f["reason"]) for f in got["failures"]] == [(missing, "MISSING")]
+    with pytest.raises(ClientError) as e:
+        ecs.describe_service_revisions(serviceRevisionArns=[svc["serviceArn"]])
+    assert error_code(e) == "InvalidParameterException"
+    ecs.delete_service(cluster=cluster, service="rev", force=True)
+
+
+# --------------------------------------------------------------------- RegisterContainerInstance
+
+
+def test_register_container_instance_resources_and_identity_attributes(ecs, unique_name):
+    import json
+
+    name = unique_name("api")
+    ecs.create_cluster(clusterName=name)
+    document = json.dumps(
+        {"instanceId": "i-0123456789abcdef0", "imageId": "ami-0abc", "instanceType": "m5.large",
+         "availabilityZone": "us-east-1c"}
+    )
+    # Through the API there is no agent to measure the instance: resources are required.
+    with pytest.raises(ClientError) as e:
+        ecs.register_container_instance(cluster=name, instanceIdentityDocument=document)
+    assert error_code(e) == "InvalidParameterException"
+    assert "totalResources is required" in e.value.response["Error"]["Message"]
+    assert ecs.list_container_instances(cluster=name)["containerInstanceArns"] == []
+    resources = [
+        {"name": "CPU", "type": "INTEGER", "integerValue": 2048},
+        {"name": "MEMORY", "type": "INTEGER", "integerValue": 4096},
+    ]
+    inst = ecs.register_container_instance(
+        cluster=name, instanceIdentityDocument=document, totalResources=resources
+    )["containerInstance"]
+    attrs = {a["name"]: a.get("value") for a in inst["attributes"]}
+    assert attrs["ecs.ami-id"] == "ami-0abc"
+    assert attrs["ecs.instance-type"] == "m5.large"
+    assert attrs["ecs.availability-zone"] == "us-east-1c"
+    assert attrs["ecs.os-type"] == "linux"
+    assert inst["agentConnected"] is False
+    # Re-registering the same instance without resources keeps what it had.
+    again = ecs.register_container_instance(
+        cluster=name, instanceIdentityDocument=document, containerInstanceArn=inst["containerInstanceArn"]
+    )["containerInstance"]
+    assert again["containerInstanceArn"] == inst["containerInstanceArn"]
+    registered = {r["name"]: r.get("integerValue") for r in again["registeredResources"]}
+    assert (registered["CPU"], registered["MEMORY"]) == (2048, 4096)
+    ecs.deregister_container_instance(cluster=name, containerInstance=inst["containerInstanceArn"], force=True)
+    ecs.delete_cluster(cluster=name)

@@ -64,7 +64,6 @@ pub async fn register(
     req: ecs::RegisterContainerInstanceRequest,
 ) -> Result<ecs::RegisterContainerInstanceResponse, Error> {
     let cluster = parse::cluster(&req.cluster)?;
-    let resources = total_resources(&req.total_resources)?;
     let identity: serde_json::Value = match req.instance_identity_document.as_deref() {
         Some(doc) if !doc.is_empty() => serde_json::from_str(doc).map_err(|e| {
             Error::invalid(format!("instanceIdentityDocument is not valid JSON: {e}"))
@@ -74,6 +73,27 @@ pub async fn register(
     let existing = match req.container_instance_arn.as_deref() {
         Some(given) => Some(instance_id(&cluster, given)?),
         None => None,
+    };
+    let resources = match (&req.total_resources, &existing) {
+        (Some(_), _) => total_resources(&req.total_resources)?,
+        // Re-registering without resources keeps what was registered (measured by the
+        // agent, for an instance a berth agent registered), as ECS does for its agent.
+        (None, Some(id)) => cp
+            .instances
+            .get(&cluster, id)
+            .await?
+            .filter(|i| i.is_registered())
+            .map(|i| i.registered)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "totalResources is required: container instance {id} is not registered, so there are no measured resources to keep."
+                ))
+            })?,
+        (None, None) => {
+            return Err(Error::invalid(
+                "totalResources is required (CPU and MEMORY) when registering through the API: there is no agent on this instance to measure them. berth agents register themselves with what they measure.",
+            ))
+        }
     };
     let text = |key: &str| identity[key].as_str().map(str::to_string);
     let version_info = req.version_info.clone().unwrap_or_default();
@@ -86,7 +106,18 @@ pub async fn register(
             instance_type: text("instanceType"),
             availability_zone: text("availabilityZone"),
             resources,
-            attributes: parse::attributes(&req.attributes)?,
+            attributes: {
+                let mut attributes = parse::attributes(&req.attributes)?;
+                // The identity document's AMI, as the ECS agent reports it.
+                if let Some(ami) = text("imageId") {
+                    attributes.retain(|a| a.name != "ecs.ami-id");
+                    attributes.push(berth_core::records::NameValue {
+                        name: "ecs.ami-id".into(),
+                        value: Some(ami),
+                    });
+                }
+                attributes
+            },
             version_info: VersionInfo {
                 agent_version: version_info.agent_version,
                 agent_hash: version_info.agent_hash,

@@ -58,6 +58,7 @@ pub async fn dispatch(
             output(services::describe_deployments(cp, body(input)?).await)
         }
         "StopServiceDeployment" => output(services::stop_deployment(cp, body(input)?).await),
+        "DescribeServiceRevisions" => output(services::describe_revisions(cp, body(input)?).await),
         "PutAccountSetting" => output(account::put_setting(cp, body(input)?).await),
         "PutAccountSettingDefault" => output(account::put_setting_default(cp, body(input)?).await),
         "DeleteAccountSetting" => output(account::delete_setting(cp, body(input)?).await),
@@ -125,6 +126,7 @@ pub const SERVED: &[&str] = &[
     "DeleteService",
     "ListServiceDeployments",
     "DescribeServiceDeployments",
+    "DescribeServiceRevisions",
     "StopServiceDeployment",
     "PutAccountSetting",
     "PutAccountSettingDefault",

@@ -414,6 +414,10 @@ pub async fn describe(
     req: ecs::DescribeServicesRequest,
 ) -> Result<ecs::DescribeServicesResponse, Error> {
     let cluster = parse::cluster(&req.cluster)?;
+    cp.clusters.get_active(&cluster).await?;
+    if req.services.as_deref().unwrap_or_default().is_empty() {
+        return Err(Error::invalid("Services cannot be empty."));
+    }
     let given = parse::id_list(&req.services, "services", 10)?;
     let names = given
         .iter()
@@ -743,4 +747,89 @@ pub async fn stop_deployment(
     Ok(ecs::StopServiceDeploymentResponse {
         service_deployment_arn: Some(arn.to_string()),
     })
+}
+
+// ---------------------------------------------------------------- service revisions
+
+/// A service revision ARN: `…:service-revision/<cluster>/<service>/<id>`. A revision is
+/// the configuration a deployment rolled out, so berth's revision ids are its deployment ids.
+fn revision_arn_parts(
+    arn: &str,
+) -> Result<(ClusterName, ServiceName, Option<DeploymentId>), Error> {
+    let bad = || Error::invalid(format!("{arn} is not a service revision ARN."));
+    let parsed = berth_core::Arn::parse(arn).map_err(|_| bad())?;
+    match (parsed.kind, parsed.segments().as_slice()) {
+        (berth_core::ResourceKind::ServiceRevision, [c, s, n]) if !n.is_empty() => Ok((
+            ClusterName::new(*c).map_err(|_| bad())?,
+            ServiceName::new(*s).map_err(|_| bad())?,
+            DeploymentId::new(format!("ecs-svc/{n}")).ok(),
+        )),
+        _ => Err(bad()),
+    }
+}
+
+/// DescribeServiceRevisions: what each revision ran (task definition, launch type and the
+/// images of its containers), from the deployment that rolled it out.
+pub async fn describe_revisions(
+    cp: &ControlPlane,
+    req: ecs::DescribeServiceRevisionsRequest,
+) -> Result<ecs::DescribeServiceRevisionsResponse, Error> {
+    let given = parse::id_list(&req.service_revision_arns, "serviceRevisionArns", 20)?;
+    let mut out = ecs::DescribeServiceRevisionsResponse {
+        service_revisions: Some(vec![]),
+        failures: Some(vec![]),
+    };
+    for arn in berth_control::dedup(given) {
+        let (cluster, name, id) = revision_arn_parts(&arn)?;
+        let found = match &id {
+            Some(id) => cp.services.deployment(&cluster, &name, id).await?,
+            None => None,
+        };
+        let Some(d) = found else {
+            out.failures
+                .get_or_insert_with(Vec::new)
+                .push(render::failure(arn.clone(), "MISSING"));
+            continue;
+        };
+        let launch_type = cp
+            .services
+            .describe(&cluster, std::slice::from_ref(&name), false)
+            .await
+            .ok()
+            .and_then(|v| v.into_iter().next())
+            .and_then(|r| r.ok())
+            .map_or(LaunchType::Ec2, |v| v.record.spec.launch_type);
+        let images = cp
+            .task_definitions
+            .cached(&d.target)
+            .await
+            .map(|td| {
+                td.spec
+                    .containers
+                    .iter()
+                    .map(|c| ecs::ContainerImage {
+                        container_name: Some(c.name.clone()),
+                        image: Some(c.image.clone()),
+                        image_digest: None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let arns = cp.arns();
+        out.service_revisions
+            .get_or_insert_with(Vec::new)
+            .push(ecs::ServiceRevision {
+                service_revision_arn: Some(revision_arn(arns, &d, &d.id)),
+                service_arn: Some(arns.service(&d.cluster, &d.service)),
+                cluster_arn: Some(arns.cluster(&d.cluster)),
+                task_definition: Some(arns.task_definition(&d.target)),
+                launch_type: Some(launch_type.as_str().to_string()),
+                load_balancers: Some(vec![]),
+                service_registries: Some(vec![]),
+                container_images: Some(images),
+                created_at: Some(secs(d.created_at)),
+                ..Default::default()
+            });
+    }
+    Ok(out)
 }

@@ -334,6 +334,9 @@ pub fn parse_registration(
         .collect::<Result<Vec<_>, _>>()?;
     let memory = req.memory.as_deref().map(task_memory).transpose()?;
     let cpu = req.cpu.as_deref().map(task_cpu).transpose()?;
+    if requires_compatibilities.contains(&LaunchType::Fargate) {
+        fargate_rules(req, network_mode)?;
+    }
     let mut names = BTreeSet::new();
     for c in definitions {
         let name = c.name.clone().unwrap_or_default();
@@ -409,8 +412,8 @@ pub fn parse_registration(
         network_mode,
         cpu,
         memory,
+        compatibilities: compatibilities(&requires_compatibilities),
         requires_compatibilities,
-        compatibilities: vec![LaunchType::Ec2],
         placement_constraints,
         containers,
     };
@@ -568,6 +571,53 @@ pub async fn deregister(
     Ok(ecs::DeregisterTaskDefinitionResponse {
         task_definition: Some(render::task_definition(cp.arns(), &record)),
     })
+}
+
+/// The launch types a task definition can run on: berth has EC2-style capacity (container
+/// instances with an agent), which is also what ECS calls EXTERNAL.
+fn compatibilities(required: &[LaunchType]) -> Vec<LaunchType> {
+    let mut out = vec![LaunchType::Ec2];
+    if required.contains(&LaunchType::External) {
+        out.push(LaunchType::External);
+    }
+    out
+}
+
+/// `requiresCompatibilities: ["FARGATE"]`: ECS's Fargate checks first (so a definition that
+/// ECS would refuse gets ECS's message), then berth says it has no Fargate capacity rather
+/// than accepting a definition no RunTask could ever place.
+fn fargate_rules(
+    req: &ecs::RegisterTaskDefinitionRequest,
+    network_mode: NetworkMode,
+) -> Result<(), Error> {
+    if network_mode != NetworkMode::Awsvpc {
+        return Err(Error::client(
+            "Fargate only supports network mode \u{2018}awsvpc\u{2019}.",
+        ));
+    }
+    if req.cpu.is_none() {
+        return Err(Error::client(
+            "Fargate requires that 'cpu' be defined at the task level.",
+        ));
+    }
+    if req.memory.is_none() {
+        return Err(Error::client(
+            "Fargate requires that 'memory' be defined at the task level.",
+        ));
+    }
+    if req.ipc_mode.is_some() {
+        return Err(Error::client(
+            "Tasks using the Fargate launch type do not support ipcMode.",
+        ));
+    }
+    if req.pid_mode.as_deref() == Some("host") {
+        return Err(Error::client(
+            "Tasks using the Fargate launch type do not support pidMode 'host'.",
+        ));
+    }
+    Err(Error::unsupported(
+        "berth has no Fargate capacity: the FARGATE launch type cannot run here. Register the task definition with requiresCompatibilities EC2 (or EXTERNAL, or none) and run it on berth's container instances.",
+    ))
 }
 
 #[cfg(test)]

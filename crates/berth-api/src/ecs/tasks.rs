@@ -353,6 +353,11 @@ pub async fn describe(
     req: ecs::DescribeTasksRequest,
 ) -> Result<ecs::DescribeTasksResponse, Error> {
     let cluster = parse::cluster(&req.cluster)?;
+    // ECS checks the cluster first, then the list.
+    cp.clusters.get_active(&cluster).await?;
+    if req.tasks.as_deref().unwrap_or_default().is_empty() {
+        return Err(Error::invalid("Tasks cannot be empty."));
+    }
     let given = parse::id_list(&req.tasks, "tasks", 100)?;
     let ids = given
         .iter()
