@@ -9,6 +9,7 @@
 //! (`metadata`).
 
 mod channel;
+mod host_access;
 mod identity;
 mod metadata;
 mod orphans;
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use berth_agent_proto::{labels, AssignedTask, PollRequest, RegisterRequest};
+use berth_core::host_access::HostAccess;
 use berth_core::records::{NameValue, VersionInfo};
 use berth_core::resources::InstanceResources;
 use berth_core::status::DesiredStatus;
@@ -80,6 +82,9 @@ pub struct AgentConfig {
     pub task_cleanup_wait: Duration,
     /// Serve the task metadata endpoint (v4) to the task containers.
     pub metadata_endpoint: bool,
+    /// Host-level access this host opted in to (`--allow-privileged`, ...): advertised as
+    /// instance attributes; a task asking for anything else is refused here too.
+    pub host_access: BTreeSet<HostAccess>,
 }
 
 impl AgentConfig {
@@ -98,6 +103,7 @@ impl AgentConfig {
             orphan_check_interval: Duration::from_secs(30),
             task_cleanup_wait: DEFAULT_TASK_CLEANUP_WAIT,
             metadata_endpoint: true,
+            host_access: BTreeSet::new(),
         }
     }
 }
@@ -229,6 +235,11 @@ impl Agent {
                     name: name.clone(),
                     value: Some(value.clone()),
                 })
+                // Like the ECS agent's capability attributes: a name without a value.
+                .chain(self.config.host_access.iter().map(|a| NameValue {
+                    name: a.attribute().to_string(),
+                    value: None,
+                }))
                 .collect(),
             version_info: self.version_info.clone(),
             instance_type: None,
@@ -450,6 +461,7 @@ impl Agent {
             host_bind_ip: self.config.host_bind_ip.clone(),
             host_architecture: self.architecture.clone(),
             cleanup_wait: self.config.task_cleanup_wait,
+            host_access: self.config.host_access.clone(),
             metadata,
         });
         let (asker_tx, asker_rx) = watch::channel(self.asker());

@@ -49,6 +49,8 @@ pub(crate) struct RunnerContext {
     /// How long a stopped task's containers are kept before they are removed.
     pub cleanup_wait: Duration,
     pub metadata: Option<Arc<MetadataEndpoint>>,
+    /// Host-level access this host opted in to.
+    pub host_access: std::collections::BTreeSet<berth_core::host_access::HostAccess>,
 }
 
 /// A task handed to a runner.
@@ -718,6 +720,12 @@ impl Runner {
             .filter(|i| self.containers[*i].id.is_none() && !self.containers[*i].exited())
             .collect();
         if !missing.is_empty() {
+            // Before anything is pulled: a task this host did not opt in to never starts.
+            if let Some(refusal) =
+                crate::host_access::refusal(&self.task.task_definition, &self.ctx.host_access)
+            {
+                return Err(self.failed(None, format!("CannotCreateContainerError: {refusal}")));
+            }
             self.pull_started_at = Some(self.ctx.clock.now());
             self.report(TaskStatus::Pending, None).await;
             for &i in &missing {

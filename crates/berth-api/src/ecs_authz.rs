@@ -16,7 +16,15 @@
 //!   ecs-tasks.amazonaws.com`) for each role a request hands to ECS (the task definition's
 //!   `taskRoleArn`/`executionRoleArn`, `overrides.taskRoleArn`/`executionRoleArn`);
 //!   `ecs:TagResource` on the new resource when a create request carries tags.
+//! - Host-level access: launching tasks of a task definition that asks for privileged
+//!   containers, host namespaces, a bind mount of `/` or the Docker socket, or added kernel
+//!   capabilities (`berth_core::host_access`) also needs `berth:RunPrivilegedTask` on the
+//!   cluster, with `berth:HostAccess` naming the kinds. It is checked at launch, against
+//!   the caller who launches, not at registration: whoever registered the definition may
+//!   not be whoever runs it.
 
+use berth_core::host_access;
+use berth_core::ids::{ServiceName, TaskDefinitionRef};
 use berth_iam::{Caller, Check, ContextKeys};
 use serde_json::Value;
 
@@ -89,6 +97,9 @@ pub struct EcsAction {
     pub passes_roles: bool,
     /// The request creates this resource and may tag it (`ecs:TagResource`).
     pub creates: Option<Created>,
+    /// The request launches tasks of its task definition (`berth:RunPrivilegedTask` when
+    /// the definition asks for host-level access).
+    pub launches: bool,
 }
 
 const fn a(
@@ -104,7 +115,13 @@ const fn a(
         condition_keys,
         passes_roles: false,
         creates: None,
+        launches: false,
     }
+}
+
+const fn launching(mut e: EcsAction) -> EcsAction {
+    e.launches = true;
+    e
 }
 
 const fn passing(mut e: EcsAction) -> EcsAction {
@@ -214,16 +231,16 @@ pub const TABLE: &[EcsAction] = &[
         &[ECS_CLUSTER, RESOURCE_TAG],
     ),
     creating(
-        passing(a(
+        launching(passing(a(
             "RunTask",
             "ecs:RunTask",
             TaskDefinition,
             &[ECS_CLUSTER, REQUEST_TAG, TAG_KEYS, RESOURCE_TAG],
-        )),
+        ))),
         Created::Task,
     ),
     creating(
-        passing(a(
+        launching(passing(a(
             "StartTask",
             "ecs:StartTask",
             TaskDefinition,
@@ -234,7 +251,7 @@ pub const TABLE: &[EcsAction] = &[
                 TAG_KEYS,
                 RESOURCE_TAG,
             ],
-        )),
+        ))),
         Created::Task,
     ),
     a(
@@ -262,20 +279,20 @@ pub const TABLE: &[EcsAction] = &[
         &[],
     ),
     creating(
-        passing(a(
+        launching(passing(a(
             "CreateService",
             "ecs:CreateService",
             Service("serviceName"),
             &[ECS_CLUSTER, ECS_TASK_DEFINITION, REQUEST_TAG, TAG_KEYS],
-        )),
+        ))),
         Created::Service,
     ),
-    passing(a(
+    launching(passing(a(
         "UpdateService",
         "ecs:UpdateService",
         Service("service"),
         &[ECS_CLUSTER, ECS_TASK_DEFINITION, RESOURCE_TAG],
-    )),
+    ))),
     a(
         "DescribeServices",
         "ecs:DescribeServices",
@@ -597,10 +614,14 @@ pub async fn plan(
 
     // Resolve the task definition (its latest revision, and the roles it carries).
     let mut resolved_td = None;
+    let mut launched_document = None;
     if full && (entry.resource == TaskDefinition || entry.passes_roles) {
         if let Some(given) = body["taskDefinition"].as_str() {
             if let Ok(reference) = crate::ecs::parse::task_definition_ref(given) {
                 if let Ok(record) = state.control.task_definitions.resolve(&reference).await {
+                    if entry.launches {
+                        launched_document = Some(record.document.clone());
+                    }
                     let arn = builder.task_definition(&record.id);
                     for member in ["taskRoleArn", "executionRoleArn"] {
                         if let Some(r) = record.document[member].as_str() {
@@ -646,6 +667,33 @@ pub async fn plan(
             keys: k,
         });
     }
+    if full && entry.launches {
+        // UpdateService without a new task definition still launches the service's own
+        // (scaling a privileged service out is running more privileged tasks).
+        if launched_document.is_none() && entry.operation == "UpdateService" {
+            launched_document = service_document(state, body).await;
+        }
+        let access = launched_document
+            .as_ref()
+            .map(host_access::required)
+            .unwrap_or_default();
+        if !access.is_empty() {
+            let mut k = ContextKeys::new();
+            k.set_one(ECS_CLUSTER, arns.cluster(body["cluster"].as_str()));
+            if let Some(td) = &resolved_td {
+                k.set_one(ECS_TASK_DEFINITION, td.clone());
+            }
+            k.set_many(
+                host_access::HOST_ACCESS_CONDITION_KEY,
+                access.iter().map(|a| a.as_str().to_string()).collect(),
+            );
+            checks.push(PlannedCheck {
+                action: host_access::RUN_PRIVILEGED_TASK_ACTION.into(),
+                resource: arns.cluster(body["cluster"].as_str()),
+                keys: k,
+            });
+        }
+    }
     if full {
         roles.sort();
         roles.dedup();
@@ -686,6 +734,31 @@ pub async fn plan(
         });
     }
     checks
+}
+
+/// The task definition document of the service an UpdateService names (None when there
+/// is no such service: the handler says so).
+async fn service_document(state: &AppState, body: &Value) -> Option<Value> {
+    let cluster = crate::ecs::parse::cluster(&body["cluster"].as_str().map(str::to_string)).ok()?;
+    let given = body["service"].as_str()?;
+    // `arn:aws:ecs:region:account:service/cluster/name` or a name.
+    let name = given.rsplit('/').next().unwrap_or(given);
+    let name = ServiceName::new(name).ok()?;
+    let found = state
+        .control
+        .services
+        .describe(&cluster, std::slice::from_ref(&name), false)
+        .await
+        .ok()?;
+    let view = found.into_iter().next()?.ok()?;
+    let reference = TaskDefinitionRef::Revision(view.record.spec.task_definition.clone());
+    let record = state
+        .control
+        .task_definitions
+        .resolve(&reference)
+        .await
+        .ok()?;
+    Some(record.document)
 }
 
 /// Authorizes an ECS request for `caller`; every decision is audited.

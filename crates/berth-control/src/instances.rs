@@ -178,6 +178,13 @@ impl Instances {
                 },
             ];
             for custom in &req.attributes {
+                // Only a berth agent says its host opted in to host-level access; an
+                // instance registered through the ECS API cannot claim it.
+                if req.agent.is_none()
+                    && berth_core::host_access::HostAccess::is_capability_attribute(&custom.name)
+                {
+                    continue;
+                }
                 attributes.retain(|a| a.name != custom.name);
                 attributes.push(custom.clone());
             }
@@ -479,6 +486,12 @@ impl Instances {
                     a.name
                 )));
             }
+            if berth_core::host_access::HostAccess::is_capability_attribute(&a.name) {
+                return Err(Error::invalid(format!(
+                    "Attribute '{}' is set by the container agent when its host opts in to host-level access, and cannot be changed.",
+                    a.name
+                )));
+            }
             if a.name.to_ascii_lowercase().starts_with("ecs.") {
                 return Err(Error::invalid(format!(
                     "Attribute '{}' is a built-in attribute and cannot be changed.",
@@ -543,7 +556,12 @@ impl Instances {
                     let custom = record
                         .attributes
                         .iter()
-                        .filter(|x| !x.name.starts_with("ecs."))
+                        .filter(|x| {
+                            !x.name.starts_with("ecs.")
+                                && !berth_core::host_access::HostAccess::is_capability_attribute(
+                                    &x.name,
+                                )
+                        })
                         .count();
                     if custom > MAX_CUSTOM_ATTRIBUTES {
                         return Err(Error::new(
@@ -554,7 +572,9 @@ impl Instances {
                         )
                         .into());
                     }
-                } else if !a.name.starts_with("ecs.") {
+                } else if !a.name.starts_with("ecs.")
+                    && !berth_core::host_access::HostAccess::is_capability_attribute(&a.name)
+                {
                     record.attributes.retain(|x| x.name != a.name);
                 }
             }

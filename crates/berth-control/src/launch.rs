@@ -319,6 +319,13 @@ impl Launcher {
             .clone()
             .unwrap_or_else(|| format!("family:{}", definition.id.family));
         let mut candidates = candidates(ctx, view, cluster).await?;
+        // Host-level access goes only where the instance opted in (its agent advertises the
+        // attribute), as ECS places privileged tasks by `requiresAttributes`.
+        let required_attributes: Vec<(String, Option<String>)> =
+            berth_core::host_access::required(&definition.document)
+                .into_iter()
+                .map(|a| (a.attribute().to_string(), None))
+                .collect();
         let request = |count: usize,
                        constraints: &[PlacementConstraintSpec],
                        strategies: &[PlacementStrategySpec]| {
@@ -329,7 +336,7 @@ impl Launcher {
                 ports: ports_request(&reservation),
                 group: group.clone(),
                 task_definition_arn: ctx.arns.task_definition(&definition.id),
-                required_attributes: vec![],
+                required_attributes: required_attributes.clone(),
                 constraints: constraints
                     .iter()
                     .map(|c| berth_scheduler::PlacementConstraint {

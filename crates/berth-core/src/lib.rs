@@ -8,6 +8,7 @@
 pub mod arn;
 pub mod clock;
 mod error;
+pub mod host_access;
 pub mod ids;
 pub mod records;
 pub mod resources;

@@ -6,6 +6,7 @@
 
 mod lock;
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use berth_controllers::services::ServiceScheduler;
 use berth_controllers::{
     CancellationToken, Controller, ControllerConfig, ControllerManager, LeaderElection,
 };
+use berth_core::host_access::HostAccess;
 use berth_core::SystemClock;
 use berth_iam::{AuthMode, Iam, IamConfig, Sealer};
 use berth_runtime::DockerRuntime;
@@ -121,6 +123,45 @@ struct AgentArgs {
     /// removed, e.g. 3h, 10m, 0s (ECS's ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION).
     #[arg(long, default_value = "3h", value_parser = berth_agent::parse_duration, env = "BERTH_TASK_CLEANUP_WAIT")]
     task_cleanup_wait: Duration,
+    #[command(flatten)]
+    host_access: HostAccessArgs,
+}
+
+/// Host-level access this host lets tasks have. All off by default: each one is root on
+/// the host for whoever may run tasks here. An opted-in agent advertises the attribute the
+/// scheduler requires; the caller also needs `berth:RunPrivilegedTask`.
+#[derive(Args, Clone, Default)]
+struct HostAccessArgs {
+    /// Allow privileged containers (the inverse of the ECS agent's ECS_DISABLE_PRIVILEGED);
+    /// advertises com.amazonaws.ecs.capability.privileged-container.
+    #[arg(long, env = "BERTH_ALLOW_PRIVILEGED")]
+    allow_privileged: bool,
+    /// Allow networkMode, pidMode and ipcMode `host`; advertises
+    /// berth.capability.host-namespaces.
+    #[arg(long, env = "BERTH_ALLOW_HOST_NAMESPACES")]
+    allow_host_namespaces: bool,
+    /// Allow host volumes of `/` or the Docker socket (or a directory holding it);
+    /// advertises berth.capability.host-root-mounts.
+    #[arg(long, env = "BERTH_ALLOW_HOST_ROOT_MOUNTS")]
+    allow_host_root_mounts: bool,
+    /// Allow linuxParameters.capabilities.add; advertises
+    /// berth.capability.added-capabilities.
+    #[arg(long, env = "BERTH_ALLOW_ADDED_CAPABILITIES")]
+    allow_added_capabilities: bool,
+}
+
+impl HostAccessArgs {
+    fn allowed(&self) -> BTreeSet<HostAccess> {
+        [
+            (self.allow_privileged, HostAccess::Privileged),
+            (self.allow_host_namespaces, HostAccess::HostNamespaces),
+            (self.allow_host_root_mounts, HostAccess::HostRootMounts),
+            (self.allow_added_capabilities, HostAccess::AddedCapabilities),
+        ]
+        .into_iter()
+        .filter_map(|(on, a)| on.then_some(a))
+        .collect()
+    }
 }
 
 #[derive(Args, Clone)]
@@ -148,6 +189,9 @@ struct DevArgs {
     /// removed, e.g. 3h, 10m, 0s (ECS's ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION).
     #[arg(long, default_value = "3h", value_parser = berth_agent::parse_duration, env = "BERTH_TASK_CLEANUP_WAIT")]
     task_cleanup_wait: Duration,
+    /// Off by default here too: a dev agent runs tasks as root on your laptop or CI host.
+    #[command(flatten)]
+    host_access: HostAccessArgs,
 }
 
 fn parse_attribute(s: &str) -> Result<(String, String), String> {
@@ -395,6 +439,7 @@ async fn main() -> anyhow::Result<()> {
             config.reserved_memory_mib = args.reserved_memory;
             config.attributes = args.attributes;
             config.task_cleanup_wait = args.task_cleanup_wait;
+            config.host_access = args.host_access.allowed();
             run_agent(config, shutdown_rx).await?;
         }
         Command::Dev(args) => {
@@ -424,6 +469,7 @@ async fn main() -> anyhow::Result<()> {
             config.follow_all_clusters = true;
             config.host_bind_ip = args.host_bind_ip;
             config.task_cleanup_wait = args.task_cleanup_wait;
+            config.host_access = args.host_access.allowed();
             print_dev_credentials(&server_args, &server.iam);
             println!(
                 "berth dev: ready. Try: aws --endpoint-url {} ecs list-clusters",

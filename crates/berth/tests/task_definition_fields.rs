@@ -355,7 +355,8 @@ fn has_cap(status: &str, line: &str, bit: u32) -> bool {
 #[tokio::test]
 async fn process_and_security_members_are_applied() {
     let dir = tempfile::tempdir().unwrap();
-    let berth = Berth::dev(dir.path());
+    // Added capabilities are host-level access: the dev agent must opt in.
+    let berth = Berth::dev_with(dir.path(), &["--allow-added-capabilities"]);
     let api = berth.api();
     let cluster = cluster(&api, "process").await;
     let env_dir = tempfile::tempdir().unwrap();
@@ -753,7 +754,8 @@ async fn fetch(container: &str, path: &str) -> Value {
 #[tokio::test]
 async fn task_metadata_endpoint_answers_from_inside() {
     let dir = tempfile::tempdir().unwrap();
-    let berth = Berth::dev(dir.path());
+    // networkMode host is host-level access: the dev agent must opt in.
+    let berth = Berth::dev_with(dir.path(), &["--allow-host-namespaces"]);
     let api = berth.api();
     let cluster = cluster(&api, "metadata").await;
     let bridge = unique("mdbridge");

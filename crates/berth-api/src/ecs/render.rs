@@ -157,7 +157,20 @@ pub fn task_definition(arns: &ArnBuilder, r: &TaskDefinitionRecord) -> ecs::Task
             .map(|c| c.as_str().to_string())
             .collect(),
     );
-    out.requires_attributes.get_or_insert_with(Vec::new);
+    // As ECS lists the agent capabilities a definition needs (privileged-container, ...):
+    // the scheduler places its tasks only on instances with these attributes.
+    let required = out.requires_attributes.get_or_insert_with(Vec::new);
+    for access in berth_core::host_access::required(&r.document) {
+        if !required
+            .iter()
+            .any(|a| a.name.as_deref() == Some(access.attribute()))
+        {
+            required.push(ecs::Attribute {
+                name: Some(access.attribute().to_string()),
+                ..Default::default()
+            });
+        }
+    }
     out
 }
 

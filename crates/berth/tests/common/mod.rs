@@ -627,6 +627,17 @@ impl AgentProcess {
     /// `berth agent --server URL --cluster CLUSTER --data-dir DIR --host-bind-ip 127.0.0.1`
     /// plus `--attribute` for each `name=value` of `attributes`.
     pub fn start(server_url: &str, cluster: &str, data_dir: &Path, attributes: &[&str]) -> Self {
+        Self::start_with(server_url, cluster, data_dir, attributes, &[])
+    }
+
+    /// [`AgentProcess::start`] with extra arguments (e.g. `--allow-privileged`).
+    pub fn start_with(
+        server_url: &str,
+        cluster: &str,
+        data_dir: &Path,
+        attributes: &[&str],
+        extra: &[&str],
+    ) -> Self {
         ensure_test_images();
         let mut args: Vec<String> = [
             "agent",
@@ -644,6 +655,7 @@ impl AgentProcess {
             args.push("--attribute".into());
             args.push(a.to_string());
         }
+        args.extend(extra.iter().map(|s| s.to_string()));
         args.push("--data-dir".into());
         args.push(data_dir.display().to_string());
         let mut agent = Self {
