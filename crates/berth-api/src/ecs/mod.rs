@@ -147,3 +147,29 @@ pub const SERVED: &[&str] = &[
     "UntagResource",
     "ListTagsForResource",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::SERVED;
+
+    /// The match arms of `dispatch`, read from this file: `SERVED` must name exactly them.
+    fn dispatched() -> std::collections::BTreeSet<&'static str> {
+        let source = include_str!("mod.rs");
+        let body = &source[source.find("match operation {").expect("dispatch")..];
+        let body = &body[..body.find("\n    }\n").expect("end of match")];
+        body.lines()
+            .filter_map(|l| l.trim().strip_prefix('"'))
+            .filter_map(|l| l.split_once("\" =>").map(|(op, _)| op))
+            .collect()
+    }
+
+    #[test]
+    fn served_is_the_dispatch_table_and_in_the_model() {
+        let served: std::collections::BTreeSet<_> = SERVED.iter().copied().collect();
+        assert_eq!(served.len(), SERVED.len(), "duplicates in SERVED");
+        assert_eq!(served, dispatched());
+        let model: std::collections::BTreeSet<_> =
+            berth_wire::ecs::OPERATIONS.iter().map(|o| o.name).collect();
+        assert!(served.is_subset(&model), "{:?}", served.difference(&model));
+    }
+}
