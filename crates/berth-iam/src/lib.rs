@@ -16,6 +16,8 @@
 pub mod authz;
 pub mod crypto;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod managed;
 pub mod model;
