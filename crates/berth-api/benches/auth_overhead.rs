@@ -13,7 +13,11 @@
 //!   keys, evaluation, the audit event);
 //! - both, as the endpoint runs them;
 //! - `DescribeClusters` through the router with auth on (the server's total, minus the
-//!   socket), and with `--insecure-any-credentials` (no verification, no policies).
+//!   socket), and with `--insecure-any-credentials` (no verification, no policies);
+//! - `DescribeClusters` over HTTP/1.1 on loopback (`berth_api::serve` on its own thread, one
+//!   keep-alive connection): the server's CPU time, i.e. the process's minus the client
+//!   thread's, with auth on and with `--insecure-any-credentials`. This is the request a
+//!   client actually makes; the target is measured against it.
 //!
 //! Times are CPU time of the process per request (all threads, `getrusage`), the best of
 //! five rounds: on a shared machine wall time mostly measures the neighbours.
@@ -114,6 +118,71 @@ async fn state(dir: &std::path::Path, mode: AuthMode) -> Arc<AppState> {
         limits: ServerLimits::default(),
         iam,
     })
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu_time() -> Duration {
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: clock_gettime writes into the struct we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The server's CPU time per `DescribeClusters` over HTTP/1.1 on loopback (one keep-alive
+/// connection), as a real client's request costs it: `berth_api::serve` on its own thread
+/// and runtime; the server's share is the process's CPU time minus the client thread's.
+/// The best of 5 rounds of `n`.
+async fn over_http(app: Arc<AppState>, signed: &Signed, n: u32) -> Duration {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = berth_api::router(app);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let _ = berth_api::serve(
+                listener,
+                router,
+                ServerLimits::default(),
+                std::future::pending(),
+            )
+            .await;
+        });
+    });
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/");
+    // The Host header the request was signed with (hyper keeps one that is set).
+    let call = || async {
+        let resp = client
+            .post(&url)
+            .headers(signed.headers.clone())
+            .body(BODY)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.status());
+        let _ = resp.bytes().await.unwrap();
+    };
+    for _ in 0..(n / 10).max(10) {
+        call().await;
+    }
+    let mut best: Option<Duration> = None;
+    for _ in 0..5 {
+        let (process, client_thread) = (cpu_time(), thread_cpu_time());
+        for _ in 0..n {
+            call().await;
+        }
+        let server = (cpu_time() - process).saturating_sub(thread_cpu_time() - client_thread);
+        let round = server / n;
+        if best.is_none_or(|b| round < b) {
+            best = Some(round);
+        }
+    }
+    best.expect("five rounds")
 }
 
 /// CPU time this process has used (all threads: the store's blocking reads included).
@@ -310,6 +379,8 @@ async fn main() {
         .await
         .unwrap();
     assert!(resp.status().is_success());
+    let http = over_http(Arc::clone(&app), &signed, n).await;
+    let http_unchecked = over_http(Arc::clone(&open), &signed, n).await;
     let unchecked = time(n, || async {
         let resp = open_router
             .clone()
@@ -354,14 +425,26 @@ async fn main() {
             pct(d.0)
         );
     }
-    let share = pct(both.0);
     println!(
-        "authentication + authorization = {share:.1}% of the request's CPU cost in the server \
-         (target < 5%): {}",
-        if share < 5.0 { "met" } else { "NOT met" }
+        "{:<60} {:>9.2} {:>9} {:>10.1}%",
+        "DescribeClusters over HTTP (loopback, keep-alive), server CPU",
+        us(http),
+        "",
+        pct(http)
     );
     println!(
-        "(the total excludes HTTP parsing and socket I/O, which would make the share smaller)"
+        "{:<60} {:>9.2} {:>9} {:>10.1}%",
+        "  the same, --insecure-any-credentials",
+        us(http_unchecked),
+        "",
+        pct(http_unchecked)
+    );
+    let share = pct(both.0);
+    let http_share = 100.0 * both.0.as_secs_f64() / http.as_secs_f64();
+    println!(
+        "authentication + authorization = {share:.1}% of the request's CPU cost in the router \
+         (no HTTP, no socket), {http_share:.1}% of its cost over HTTP (target < 5%): {}",
+        if http_share < 5.0 { "met" } else { "NOT met" }
     );
 }
 
