@@ -117,7 +117,6 @@ async fn state(dir: &std::path::Path, mode: AuthMode) -> Arc<AppState> {
         control,
         limits: ServerLimits::default(),
         iam,
-        tls: false,
     })
 }
 

@@ -112,7 +112,7 @@ pub const APPLIED: &[Field] = &[
     f(
         "RegisterTaskDefinitionRequest",
         "networkMode",
-        "`bridge` (default), `host`, `none`. `awsvpc` is refused at launch (UnsupportedFeatureException).",
+        "`bridge` (default), `host`, `none`. `awsvpc` is refused at launch (UnsupportedFeatureException). `host` is host-level access: it needs an instance that opted in (`--allow-host-namespaces`) and `berth:RunPrivilegedTask`.",
     ),
     f("RegisterTaskDefinitionRequest", "containerDefinitions", "At most 10."),
     f(
@@ -144,12 +144,12 @@ pub const APPLIED: &[Field] = &[
     f(
         "RegisterTaskDefinitionRequest",
         "pidMode",
-        "`host`; `task`: the task's containers share one PID namespace, held by a pause container.",
+        "`host` (host-level access: `--allow-host-namespaces` and `berth:RunPrivilegedTask`); `task`: the task's containers share one PID namespace, held by a pause container.",
     ),
     f(
         "RegisterTaskDefinitionRequest",
         "ipcMode",
-        "`host`, `none`; `task`: the task's containers share one IPC namespace, held by a pause container.",
+        "`host` (host-level access: `--allow-host-namespaces` and `berth:RunPrivilegedTask`), `none`; `task`: the task's containers share one IPC namespace, held by a pause container.",
     ),
     f(
         "RegisterTaskDefinitionRequest",
@@ -233,7 +233,11 @@ pub const APPLIED: &[Field] = &[
         "disableNetworking",
         "No network; no task metadata endpoint.",
     ),
-    f("ContainerDefinition", "privileged", ""),
+    f(
+        "ContainerDefinition",
+        "privileged",
+        "Host-level access: needs an instance that opted in (`--allow-privileged`) and `berth:RunPrivilegedTask`.",
+    ),
     f("ContainerDefinition", "readonlyRootFilesystem", ""),
     f("ContainerDefinition", "dnsServers", ""),
     f("ContainerDefinition", "dnsSearchDomains", ""),
@@ -328,7 +332,11 @@ pub const APPLIED: &[Field] = &[
         "0 to 100 (default 60); needs `maxSwap`.",
     ),
     // KernelCapabilities
-    f("KernelCapabilities", "add", ""),
+    f(
+        "KernelCapabilities",
+        "add",
+        "Host-level access: needs an instance that opted in (`--allow-added-capabilities`) and `berth:RunPrivilegedTask`.",
+    ),
     f("KernelCapabilities", "drop", ""),
     // Device
     f("Device", "hostPath", ""),
@@ -373,7 +381,11 @@ pub const APPLIED: &[Field] = &[
     ),
     f("Volume", "dockerVolumeConfiguration", ""),
     // HostVolumeProperties
-    f("HostVolumeProperties", "sourcePath", "Absolute path."),
+    f(
+        "HostVolumeProperties",
+        "sourcePath",
+        "Absolute path. `/`, the Docker socket or a directory holding it is host-level access: it needs an instance that opted in (`--allow-host-root-mounts`) and `berth:RunPrivilegedTask`.",
+    ),
     // DockerVolumeConfiguration
     f(
         "DockerVolumeConfiguration",
