@@ -38,7 +38,7 @@ from botocore.config import Config
 
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 30
-LISTENING_RE = re.compile(r"^berth: listening on (http://127\.0\.0\.1:\d+)\s*$")
+LISTENING_RE = re.compile(r"^berth: listening on (https?://127\.0\.0\.1:\d+)\s*$")
 
 CLUSTER_LABEL = "com.amazonaws.ecs.cluster"
 AGENT_LABEL = "berth.agent-id"

@@ -2,7 +2,8 @@
 //! other over HTTP (`POST /agent/v1/<message>`, JSON bodies).
 //!
 //! - `register`: the agent registers its host in a cluster and receives the instance's
-//!   credential; every later message about that instance carries it.
+//!   credential; every later message about that instance carries it. A new instance needs
+//!   a cluster join token; re-registering an instance needs that instance's credential.
 //! - `poll`: a long-poll for the tasks assigned to the agent's instances; answered as soon
 //!   as the assignment differs from the digest the agent already has. Each poll is also
 //!   the agent's heartbeat.
@@ -52,6 +53,9 @@ pub struct RegisterRequest {
     /// instance.
     pub container_instance_arn: Option<String>,
     pub credential: Option<String>,
+    /// A cluster join token (`bjt_<id>.<secret>`), for registering a new instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_token: Option<String>,
     pub resources: InstanceResources,
     pub attributes: Vec<NameValue>,
     pub version_info: VersionInfo,

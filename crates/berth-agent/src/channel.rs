@@ -1,7 +1,10 @@
 //! The agent's end of the agent channel (`berth-agent-proto`) over HTTP, plus the one ECS
 //! call it makes (`CreateCluster`, for the default cluster on first use).
 
+use std::path::Path;
 use std::time::Duration;
+
+use anyhow::Context;
 
 use berth_agent_proto::{self as proto, paths};
 use serde::de::DeserializeOwned;
@@ -46,10 +49,25 @@ pub struct Channel {
 }
 
 impl Channel {
-    pub fn new(base: &str) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()?;
+    /// A client of the control plane at `base`; `ca_cert` (PEM) is trusted besides the
+    /// system's roots, for a server with its own CA (`berth server --tls-self-signed`).
+    pub fn new(base: &str, ca_cert: Option<&Path>) -> anyhow::Result<Self> {
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the CA certificate {}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("parsing the CA certificate {}", path.display()))?;
+            anyhow::ensure!(
+                !certs.is_empty(),
+                "{} holds no PEM certificate",
+                path.display()
+            );
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build()?;
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_string(),
@@ -116,9 +134,24 @@ impl Channel {
             .json(req)
             .send()
             .await
-            .map_err(|e| ChannelError::Unavailable(format!("{path}: {e}")))?;
+            .map_err(|e| ChannelError::Unavailable(format!("{path}: {}", describe(&e))))?;
         decode(response).await
     }
+}
+
+/// A send error with its causes: a TLS failure (e.g. an unknown CA) is in the chain only.
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    if text.contains("UnknownIssuer") || text.contains("certificate") {
+        text.push_str(" (the server's TLS certificate is not trusted: pass its CA with --ca-cert)");
+    }
+    text
 }
 
 async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, ChannelError> {

@@ -58,6 +58,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub server_url: String,
+    /// A cluster join token, to register new container instances (a restart with a saved
+    /// identity re-registers with the instance's own credential instead).
+    pub join_token: Option<String>,
+    /// PEM file of the CA to trust for an `https://` server (besides the system's roots).
+    pub ca_cert: Option<PathBuf>,
     /// Clusters to join (ignored when following all clusters).
     pub clusters: Vec<String>,
     /// Join every ACTIVE cluster and let go of deleted ones, as `berth dev` does.
@@ -91,6 +96,8 @@ impl AgentConfig {
     pub fn new(server_url: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
         Self {
             server_url: server_url.into(),
+            join_token: None,
+            ca_cert: None,
             clusters: vec![DEFAULT_CLUSTER.into()],
             follow_all_clusters: false,
             data_dir: data_dir.into(),
@@ -181,7 +188,7 @@ impl Agent {
         runtime: Arc<dyn ContainerRuntime>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let channel = Channel::new(&config.server_url)?;
+        let channel = Channel::new(&config.server_url, config.ca_cert.as_deref())?;
         let identity = Identity::load_or_create(&config.data_dir)?;
         let host = runtime
             .host_info()
@@ -226,6 +233,11 @@ impl Agent {
             agent_id: self.identity.agent_id.clone(),
             container_instance_arn: saved.map(|s| s.container_instance_arn.clone()),
             credential: saved.map(|s| s.credential.clone()),
+            // The token only admits new instances; a saved one proves itself.
+            join_token: match saved {
+                Some(_) => None,
+                None => self.config.join_token.clone(),
+            },
             resources: self.resources.clone(),
             attributes: self
                 .config

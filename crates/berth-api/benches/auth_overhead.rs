@@ -117,6 +117,7 @@ async fn state(dir: &std::path::Path, mode: AuthMode) -> Arc<AppState> {
         control,
         limits: ServerLimits::default(),
         iam,
+        tls: false,
     })
 }
 

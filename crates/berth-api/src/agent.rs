@@ -6,6 +6,7 @@ use std::time::Duration;
 use berth_agent_proto as proto;
 use berth_control::agents::{AgentRegistration, Assigned, Ownership, Poll, PolledInstance};
 use berth_control::instances::RegisterInstance;
+use berth_control::join_tokens::JoinTokenSecret;
 use berth_control::ControlPlane;
 use berth_core::arn::{Arn, ResourceKind};
 use berth_core::ids::{ClusterName, InstanceId, TaskId};
@@ -72,6 +73,11 @@ pub async fn register(
         },
         agent_id: req.agent_id.clone(),
         credential: req.credential.clone(),
+        join_token: req
+            .join_token
+            .as_deref()
+            .map(JoinTokenSecret::parse)
+            .transpose()?,
         follows_all_clusters: req.follow_all_clusters,
     };
     let (view, credential) = cp.agents.register(&cp.instances, registration).await?;

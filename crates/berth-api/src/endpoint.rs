@@ -16,7 +16,7 @@ use crate::aws_error::AwsError;
 use crate::json::JsonResponse;
 use crate::query::params::QueryParams;
 use crate::query::QueryService;
-use crate::{ecs, ecs_authz, iam, query, secretsmanager, ssm, sts, AppState};
+use crate::{berth_admin, ecs, ecs_authz, iam, query, secretsmanager, ssm, sts, AppState};
 
 /// The SigV4 signing name of a JSON 1.1 service, by its `X-Amz-Target` prefix.
 pub fn json_signing_name(prefix: &str) -> Option<&'static str> {
@@ -26,6 +26,8 @@ pub fn json_signing_name(prefix: &str) -> Option<&'static str> {
         Some(berth_wire::secretsmanager::SIGNING_NAME)
     } else if prefix == berth_wire::ssm::TARGET_PREFIX {
         Some(berth_wire::ssm::SIGNING_NAME)
+    } else if prefix == berth_admin::TARGET_PREFIX {
+        Some(berth_admin::SIGNING_NAME)
     } else {
         None
     }
@@ -79,12 +81,14 @@ pub(crate) async fn handle(
             let endpoint = headers
                 .get("host")
                 .and_then(|h| h.to_str().ok())
-                .map(|h| format!("http://{h}/"))
+                .map(|h| format!("{}://{h}/", if state.tls { "https" } else { "http" }))
                 .unwrap_or_default();
             return JsonResponse(ecs::dispatch(&state.control, &endpoint, operation, &body).await)
                 .into_response();
         }
-        let result = if prefix == berth_wire::secretsmanager::TARGET_PREFIX {
+        let result = if prefix == berth_admin::TARGET_PREFIX {
+            berth_admin::dispatch(state, &caller, operation, &body).await
+        } else if prefix == berth_wire::secretsmanager::TARGET_PREFIX {
             secretsmanager::dispatch(state, &caller, operation, &body).await
         } else {
             ssm::dispatch(state, &caller, operation, &body).await

@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod aws_error;
+pub mod berth_admin;
 pub mod ecs;
 pub mod ecs_authz;
 mod endpoint;
@@ -18,6 +19,7 @@ pub mod secretsmanager;
 pub mod server;
 pub mod ssm;
 pub mod sts;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +35,7 @@ use berth_core::{Error, ErrorKind};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use server::{raise_open_file_limit, serve, ServerLimits};
+pub use server::{raise_open_file_limit, serve, serve_with_tls, ServerLimits};
 
 use json::JsonResponse;
 
@@ -44,6 +46,8 @@ pub struct AppState {
     pub limits: ServerLimits,
     /// Authentication, authorization, IAM and STS, and the secrets.
     pub iam: Arc<berth_iam::Iam>,
+    /// Whether the endpoint is served over TLS (for the URLs it hands out).
+    pub tls: bool,
 }
 
 /// The HTTP application.

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 #[derive(Debug, Clone)]
@@ -170,11 +171,77 @@ impl Drop for InFlight {
     }
 }
 
+/// What one connection's driver needs from the accept loop.
+struct ConnDriver<'a> {
+    limits: &'a ServerLimits,
+    table: &'a Arc<Table>,
+    in_flight: &'a Arc<AtomicUsize>,
+    last_active: &'a Arc<AtomicU64>,
+    close: &'a Arc<Notify>,
+    stop: &'a Arc<Notify>,
+}
+
+impl ConnDriver<'_> {
+    /// Serves HTTP/1.1 on `io` until the client leaves, it idles out, it is shed, or the
+    /// server stops (the last three close it gracefully).
+    async fn drive<I, S>(&self, io: I, service: S)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        S: hyper::service::HttpService<Incoming> + Send,
+        S::Future: Send + 'static,
+        S::ResBody: Send + 'static,
+        <S::ResBody as hyper::body::Body>::Data: Send,
+        <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let limits = self.limits;
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(io), service);
+        let mut conn = std::pin::pin!(conn);
+        let idle = async {
+            loop {
+                tokio::time::sleep(limits.idle_timeout / 4).await;
+                let quiet = self
+                    .table
+                    .now_ms()
+                    .saturating_sub(self.last_active.load(Ordering::SeqCst));
+                if self.in_flight.load(Ordering::SeqCst) == 0
+                    && quiet >= limits.idle_timeout.as_millis() as u64
+                {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = self.close.notified() => {}
+            _ = idle => {}
+            _ = self.stop.notified() => {}
+        }
+        conn.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await;
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ServerLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with_tls(listener, router, limits, None, shutdown).await
+}
+
+/// As [`serve`]; with `tls`, every connection is a TLS one (the handshake must finish
+/// within the header deadline; a connection still in its handshake is idle, so shed first).
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    router: Router,
+    limits: ServerLimits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let table = Arc::new(Table {
@@ -212,6 +279,7 @@ pub async fn serve(
         let router = router.clone();
         let limits = limits.clone();
         let stop = Arc::clone(&stop);
+        let tls = tls.clone();
         tasks.spawn(async move {
             let service = {
                 let (in_flight, last_active, table) = (
@@ -229,38 +297,30 @@ pub async fn serve(
                     }
                 })
             };
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
-            let mut conn = std::pin::pin!(conn);
-            let idle = async {
-                loop {
-                    tokio::time::sleep(limits.idle_timeout / 4).await;
-                    let quiet = table
-                        .now_ms()
-                        .saturating_sub(last_active.load(Ordering::SeqCst));
-                    if in_flight.load(Ordering::SeqCst) == 0
-                        && quiet >= limits.idle_timeout.as_millis() as u64
-                    {
-                        return;
-                    }
-                }
+            let conn = ConnDriver {
+                limits: &limits,
+                table: &table,
+                in_flight: &in_flight,
+                last_active: &last_active,
+                close: &close,
+                stop: &stop,
             };
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = close.notified() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await;
-                }
-                _ = idle => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await;
-                }
-                _ = stop.notified() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await;
+            match &tls {
+                None => conn.drive(stream, service).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+                    // Shedding and shutdown end a handshake in progress too.
+                    let accepted = tokio::select! {
+                        r = handshake => r,
+                        _ = close.notified() => return table.remove(id),
+                        _ = stop.notified() => return table.remove(id),
+                    };
+                    match accepted {
+                        Ok(Ok(stream)) => conn.drive(stream, service).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake not finished in time"),
+                    }
                 }
             }
             table.remove(id);

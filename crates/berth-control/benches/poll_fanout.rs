@@ -178,6 +178,16 @@ async fn measure(agents: usize, launches: usize) -> Row {
                     },
                     agent_id: format!("i-{n}"),
                     credential: None,
+                    join_token: Some(
+                        cp.join_tokens
+                            .mint(
+                                berth_control::join_tokens::JoinScope::AllClusters,
+                                berth_control::join_tokens::DEFAULT_LIFETIME,
+                                "bench",
+                            )
+                            .await
+                            .unwrap(),
+                    ),
                     follows_all_clusters: false,
                 },
             )

@@ -100,6 +100,16 @@ async fn run() {
                     },
                     agent_id: format!("i-{n:017}"),
                     credential: None,
+                    join_token: Some(
+                        cp.join_tokens
+                            .mint(
+                                berth_control::join_tokens::JoinScope::AllClusters,
+                                berth_control::join_tokens::DEFAULT_LIFETIME,
+                                "bench",
+                            )
+                            .await
+                            .unwrap(),
+                    ),
                     follows_all_clusters: false,
                 },
             )

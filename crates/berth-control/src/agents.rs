@@ -22,6 +22,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::instances::{InstanceView, RegisterInstance};
+use crate::join_tokens::{self, JoinTokenSecret};
 use crate::{clusters, keys, store_failure, task_definitions::TaskDefinitions, Ctx};
 
 /// A berth agent's registration of its host in one cluster.
@@ -31,6 +32,8 @@ pub struct AgentRegistration {
     pub agent_id: String,
     /// The credential from an earlier registration, to re-register the same instance.
     pub credential: Option<String>,
+    /// Admits a new instance (needed unless re-registering with the instance's credential).
+    pub join_token: Option<JoinTokenSecret>,
     pub follows_all_clusters: bool,
 }
 
@@ -117,19 +120,37 @@ impl Agents {
     ) -> Result<(InstanceView, String), Error> {
         let ctx = &self.ctx;
         let mut request = reg.instance.clone();
-        // Re-registration keeps the instance only with its credential; otherwise the agent
-        // (e.g. with a fresh data dir) becomes a new instance.
-        let (credential, existing) = match (&request.existing, &reg.credential) {
-            (Some(id), Some(credential)) => {
-                let record = instances.get(&request.cluster, id).await?;
-                match record {
-                    Some(r) if r.is_registered() && check_credential(&r, credential).is_ok() => {
-                        (credential.clone(), Some(id.clone()))
-                    }
-                    _ => (new_credential(), None),
-                }
+        // Re-registration keeps the instance only with its own credential; a registered
+        // instance named without it is refused (never rewritten, never silently replaced).
+        // Anything else is a new instance and needs a join token for the cluster.
+        let current = match &request.existing {
+            Some(id) => instances
+                .get(&request.cluster, id)
+                .await?
+                .filter(InstanceRecord::is_registered),
+            None => None,
+        };
+        let (credential, existing) = match (current, &reg.credential) {
+            (Some(record), Some(credential)) => {
+                check_credential(&record, credential)?;
+                (credential.clone(), Some(record.id))
             }
-            _ => (new_credential(), None),
+            (Some(record), None) => {
+                return Err(Error::new(
+                    berth_core::ErrorKind::AccessDenied,
+                    format!(
+                        "Container instance {} is registered; only its agent, with its credential, can re-register it.",
+                        record.id
+                    ),
+                ))
+            }
+            (None, _) => {
+                let token =
+                    join_tokens::admit(ctx, reg.join_token.as_ref(), &request.cluster).await?;
+                tracing::info!(cluster = %request.cluster, %token, agent = %reg.agent_id,
+                    "join token admitted a new container instance");
+                (new_credential(), None)
+            }
         };
         request.existing = existing;
         // The session starts with the registration, in the same commit.

@@ -22,6 +22,7 @@
 //! tags/<arn>                           the resource's tags
 //! as/<principal>/<setting>             account settings
 //! meta/<name>                          server-wide facts (identity)
+//! jt/<token id>                        JoinTokenRecord (a cluster join token, its secret hashed)
 //! ```
 
 use berth_core::ids::{
@@ -29,6 +30,11 @@ use berth_core::ids::{
 };
 use berth_core::status::{DesiredStatus, TaskDefinitionStatus};
 use berth_core::Timestamp;
+
+pub fn join_token(id: &str) -> String {
+    format!("jt/{id}")
+}
+pub const JOIN_TOKENS: &str = "jt/";
 
 pub fn cluster(name: &ClusterName) -> String {
     format!("c/{name}")

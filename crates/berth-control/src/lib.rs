@@ -8,6 +8,7 @@ pub mod account_settings;
 pub mod agents;
 pub mod clusters;
 pub mod instances;
+pub mod join_tokens;
 pub mod keys;
 pub mod launch;
 mod paging;
@@ -93,6 +94,7 @@ pub struct ControlPlane {
     pub tasks: tasks::Tasks,
     pub launcher: launch::Launcher,
     pub agents: agents::Agents,
+    pub join_tokens: join_tokens::JoinTokens,
     pub services: services::Services,
     pub account_settings: account_settings::AccountSettings,
     pub tags: tags::Tags,
@@ -129,6 +131,7 @@ impl ControlPlane {
             tasks: tasks::Tasks::new(Arc::clone(&ctx)),
             launcher: launch::Launcher::new(Arc::clone(&ctx)),
             agents: agents::Agents::new(Arc::clone(&ctx)),
+            join_tokens: join_tokens::JoinTokens::new(Arc::clone(&ctx)),
             services: services::Services::new(Arc::clone(&ctx)),
             account_settings: account_settings::AccountSettings::new(Arc::clone(&ctx)),
             tags: tags::Tags::new(Arc::clone(&ctx)),

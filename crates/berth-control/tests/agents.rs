@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_control::agents::{AgentRegistration, Poll, PolledInstance};
+use berth_control::join_tokens::{JoinScope, JoinTokenSecret, DEFAULT_LIFETIME};
 use berth_core::ids::{ClusterName, InstanceId};
 use berth_core::status::{DesiredStatus, TaskStatus};
 use berth_core::ErrorKind;
@@ -21,6 +22,12 @@ async fn agent(f: &Fixture, c: &ClusterName, id: &str) -> (InstanceId, String) {
                     instance: instance_request(c, 1024, 1000),
                     agent_id: id.into(),
                     credential: None,
+                    join_token: Some(
+                        f.cp.join_tokens
+                            .mint(JoinScope::AllClusters, DEFAULT_LIFETIME, "test")
+                            .await
+                            .unwrap(),
+                    ),
                     follows_all_clusters: false,
                 },
             )
@@ -114,30 +121,45 @@ async fn re_registration_needs_the_credential() {
     let f = fixture();
     let c = cluster(&f.cp, "c").await;
     let (a, cred) = agent(&f, &c, "i-a").await;
-    let again = |credential: Option<String>| {
+    let again = |credential: Option<String>, join_token: Option<JoinTokenSecret>| {
         let mut req = instance_request(&c, 1024, 1_000_000_000);
         req.existing = Some(a.clone());
         AgentRegistration {
             instance: req,
             agent_id: "i-a".into(),
             credential,
+            join_token,
             follows_all_clusters: false,
         }
     };
     let (same, cred2) =
         f.cp.agents
-            .register(&f.cp.instances, again(Some(cred.clone())))
+            .register(&f.cp.instances, again(Some(cred.clone()), None))
             .await
             .unwrap();
     assert_eq!(same.record.id, a);
     assert_eq!(cred2, cred);
-    // Without it, the agent becomes a new instance and the old one is untouched.
-    let (other, _) =
-        f.cp.agents
-            .register(&f.cp.instances, again(Some("wrong".into())))
+    // A wrong credential, or none (even with a valid join token), is refused and the
+    // instance is untouched.
+    let before = f.cp.instances.get(&c, &a).await.unwrap().unwrap();
+    let token =
+        f.cp.join_tokens
+            .mint(JoinScope::AllClusters, DEFAULT_LIFETIME, "test")
             .await
             .unwrap();
-    assert_ne!(other.record.id, a);
+    for (credential, token) in [
+        (Some("wrong".to_string()), None),
+        (None, Some(token.clone())),
+        (Some("wrong".to_string()), Some(token.clone())),
+    ] {
+        let err =
+            f.cp.agents
+                .register(&f.cp.instances, again(credential, token))
+                .await
+                .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::AccessDenied, "{err}");
+    }
+    assert_eq!(f.cp.instances.get(&c, &a).await.unwrap().unwrap(), before);
     // And the public RegisterContainerInstance cannot rewrite an agent's instance.
     let mut public = instance_request(&c, 1024, 1_000_000_000);
     public.existing = Some(a.clone());
@@ -276,4 +298,101 @@ async fn a_poll_wakes_for_its_own_assignments_only() {
         .unwrap()
         .unwrap();
     assert_eq!(stopped.tasks[0].task.desired.status, DesiredStatus::Stopped);
+}
+
+#[tokio::test]
+async fn new_instances_need_a_live_join_token_for_their_cluster() {
+    let f = fixture();
+    let c = cluster(&f.cp, "c").await;
+    let other = cluster(&f.cp, "other").await;
+    let register = |join_token: Option<JoinTokenSecret>| AgentRegistration {
+        instance: instance_request(&c, 1024, 1000),
+        agent_id: "i-new".into(),
+        credential: None,
+        join_token,
+        follows_all_clusters: false,
+    };
+    let refused = |err: berth_core::Error, words: &str| {
+        assert_eq!(err.kind, ErrorKind::AccessDenied, "{err}");
+        assert!(err.message.contains(words), "{err}");
+    };
+    let create = |scope: JoinScope, lifetime: Duration| {
+        f.cp.join_tokens
+            .create(berth_control::join_tokens::CreateJoinToken {
+                scope,
+                lifetime,
+                description: None,
+                created_by: None,
+            })
+    };
+    let err =
+        f.cp.agents
+            .register(&f.cp.instances, register(None))
+            .await
+            .unwrap_err();
+    refused(err, "needs a cluster join token");
+
+    // Right id, wrong secret: refused like an unknown token.
+    let (_, good) = create(JoinScope::Cluster(c.clone()), DEFAULT_LIFETIME)
+        .await
+        .unwrap();
+    let forged = JoinTokenSecret::parse(&format!("bjt_{}.{}", good.id(), "0".repeat(64))).unwrap();
+    let err =
+        f.cp.agents
+            .register(&f.cp.instances, register(Some(forged)))
+            .await
+            .unwrap_err();
+    refused(err, "not valid");
+
+    // Another cluster's token.
+    let (_, elsewhere) = create(JoinScope::Cluster(other.clone()), DEFAULT_LIFETIME)
+        .await
+        .unwrap();
+    let err =
+        f.cp.agents
+            .register(&f.cp.instances, register(Some(elsewhere)))
+            .await
+            .unwrap_err();
+    refused(err, "not valid for cluster c");
+
+    // Expired.
+    let (_, short) = create(JoinScope::Cluster(c.clone()), Duration::from_secs(60))
+        .await
+        .unwrap();
+    f.clock.advance(Duration::from_secs(61));
+    let err =
+        f.cp.agents
+            .register(&f.cp.instances, register(Some(short)))
+            .await
+            .unwrap_err();
+    refused(err, "expired");
+
+    // Revoked.
+    f.cp.join_tokens.revoke(good.id()).await.unwrap();
+    let err =
+        f.cp.agents
+            .register(&f.cp.instances, register(Some(good.clone())))
+            .await
+            .unwrap_err();
+    refused(err, "revoked");
+    let listed =
+        f.cp.instances
+            .list(&c, None, None, &Default::default())
+            .await
+            .unwrap();
+    assert!(listed.items.is_empty());
+
+    // A live one admits, as often as it is used.
+    let (record, live) = create(JoinScope::Cluster(c.clone()), DEFAULT_LIFETIME)
+        .await
+        .unwrap();
+    assert!(!serde_json::to_string(&record)
+        .unwrap()
+        .contains(live.expose()));
+    for _ in 0..2 {
+        f.cp.agents
+            .register(&f.cp.instances, register(Some(live.clone())))
+            .await
+            .unwrap();
+    }
 }

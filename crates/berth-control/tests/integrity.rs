@@ -151,6 +151,16 @@ async fn delete_cluster_never_leaves_live_tasks_behind() {
                     instance: instance_request(&c, 10_000, 10_000),
                     agent_id: "i-dev".into(),
                     credential: None,
+                    join_token: Some(
+                        f.cp.join_tokens
+                            .mint(
+                                berth_control::join_tokens::JoinScope::AllClusters,
+                                berth_control::join_tokens::DEFAULT_LIFETIME,
+                                "test",
+                            )
+                            .await
+                            .unwrap(),
+                    ),
                     follows_all_clusters: true,
                 },
             )

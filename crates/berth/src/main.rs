@@ -4,6 +4,7 @@
 //! - `berth agent`: the container agent for one host.
 //! - `berth dev`: both in one process with an embedded store, for a laptop or CI.
 
+mod join_token;
 mod lock;
 
 use std::collections::BTreeSet;
@@ -50,6 +51,9 @@ enum Command {
     Agent(AgentArgs),
     /// Run a single-node cluster in one process: control plane + agent + embedded store.
     Dev(DevArgs),
+    /// Manage cluster join tokens (what an agent needs to register a new instance).
+    #[command(subcommand)]
+    JoinToken(join_token::JoinTokenCommand),
 }
 
 #[derive(Args, Clone)]
@@ -84,6 +88,28 @@ struct ServerArgs {
     service_task_settle_secs: u64,
     #[command(flatten)]
     auth: AuthArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// TLS for the API and the agent channel.
+#[derive(Args, Clone, Default)]
+struct TlsArgs {
+    /// PEM certificate chain to serve HTTPS with (with --tls-key).
+    #[arg(
+        long,
+        env = "BERTH_TLS_CERT",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "BERTH_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a CA and server certificate made once in <data-dir>/tls (give
+    /// <data-dir>/tls/ca.pem to agents as --ca-cert and to AWS clients as their CA bundle).
+    #[arg(long, env = "BERTH_TLS_SELF_SIGNED")]
+    tls_self_signed: bool,
 }
 
 /// How the AWS APIs authenticate requests.
@@ -104,6 +130,13 @@ struct AgentArgs {
     /// URL of the berth server.
     #[arg(long, default_value = "http://127.0.0.1:8080", env = "BERTH_SERVER")]
     server: String,
+    /// Cluster join token (from `berth join-token create`), to register new container
+    /// instances; a restart with a saved identity does not need it.
+    #[arg(long, env = "BERTH_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
+    /// PEM file of the CA to trust for an https:// server (e.g. its <data-dir>/tls/ca.pem).
+    #[arg(long, env = "BERTH_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// Cluster to join (repeatable).
     #[arg(long = "cluster", default_value = "default")]
     clusters: Vec<String>,
@@ -185,6 +218,9 @@ struct DevArgs {
     service_task_settle_secs: u64,
     #[command(flatten)]
     auth: AuthArgs,
+    /// Serve HTTPS with a self-signed CA made once in <data-dir>/server/tls.
+    #[arg(long)]
+    tls: bool,
     /// How long a stopped task's containers are kept (for `docker logs`) before they are
     /// removed, e.g. 3h, 10m, 0s (ECS's ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION).
     #[arg(long, default_value = "3h", value_parser = berth_agent::parse_duration, env = "BERTH_TASK_CLEANUP_WAIT")]
@@ -213,6 +249,8 @@ async fn termination() {
 
 struct RunningServer {
     url: String,
+    /// The CA file of a self-signed TLS setup, for the dev agent.
+    ca_cert: Option<PathBuf>,
     control: Arc<ControlPlane>,
     iam: Arc<Iam>,
     handle: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -323,11 +361,47 @@ async fn start_server(
         ));
     tokio::spawn(manager.run(shutdown.clone()));
 
+    let tls = if args.tls.tls_self_signed {
+        let mut hosts = vec![];
+        if !args.listen.ip().is_unspecified() {
+            hosts.push(args.listen.ip().to_string());
+        }
+        if let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            hosts.push(name.trim().to_string());
+        }
+        Some(berth_api::tls::self_signed(&args.data_dir, &hosts)?)
+    } else {
+        match (&args.tls.tls_cert, &args.tls.tls_key) {
+            (Some(cert), Some(key)) => Some(berth_api::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: None,
+            }),
+            _ => None,
+        }
+    };
+    let acceptor = tls.as_ref().map(berth_api::tls::acceptor).transpose()?;
+    if tls.is_none() && !args.listen.ip().is_loopback() {
+        // Requests stay authenticated (SigV4, agent credentials), but travel in clear.
+        tracing::warn!(listen = %args.listen,
+            "serving plain HTTP on a non-loopback address: join tokens, agent credentials and \
+             secret values cross the network unencrypted; use --tls-cert/--tls-key or --tls-self-signed");
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let url = format!("http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    // A certificate names hosts, not 0.0.0.0: hand out an address it covers.
+    let url = if tls.is_some() && addr.ip().is_unspecified() {
+        format!("https://127.0.0.1:{}", addr.port())
+    } else {
+        format!("{scheme}://{addr}")
+    };
+    let ca_cert = tls.as_ref().and_then(|t| t.ca.clone());
+    if let Some(ca) = &ca_cert {
+        println!("berth: TLS CA certificate: {}", ca.display());
+    }
     // Tests and scripts read this line to learn the port when --listen uses port 0.
     println!("berth: listening on {url}");
     let mut limits = ServerLimits::default();
@@ -339,15 +413,18 @@ async fn start_server(
         control_plane_id,
         limits: limits.clone(),
         iam: Arc::clone(&iam),
+        tls: acceptor.is_some(),
     });
-    let handle = tokio::spawn(berth_api::serve(
+    let handle = tokio::spawn(berth_api::serve_with_tls(
         listener,
         berth_api::router(state),
         limits,
+        acceptor,
         async move { shutdown.cancelled().await },
     ));
     Ok(RunningServer {
         url,
+        ca_cert,
         control,
         iam,
         handle,
@@ -384,6 +461,29 @@ fn print_dev_credentials(args: &ServerArgs, iam: &Iam) {
             file.display()
         ),
     }
+}
+
+const DEV_TOKEN_DESCRIPTION: &str = "berth dev's own agent";
+
+/// `berth dev`'s agent joins every cluster with a token berth mints for it at each start
+/// (the last start's is revoked: only the running process knows its secret).
+async fn dev_join_token(control: &ControlPlane) -> anyhow::Result<String> {
+    use berth_control::join_tokens::{JoinScope, JoinTokenStatus, MAX_LIFETIME};
+    let now = control.ctx.now();
+    for old in control.join_tokens.list(None).await? {
+        if old.scope == JoinScope::AllClusters
+            && old.created_by.is_none()
+            && old.description.as_deref() == Some(DEV_TOKEN_DESCRIPTION)
+            && old.status(now) == JoinTokenStatus::Active
+        {
+            control.join_tokens.revoke(&old.id).await?;
+        }
+    }
+    let token = control
+        .join_tokens
+        .mint(JoinScope::AllClusters, MAX_LIFETIME, DEV_TOKEN_DESCRIPTION)
+        .await?;
+    Ok(token.expose().to_string())
 }
 
 /// A short random suffix for this process's leader identity.
@@ -440,8 +540,11 @@ async fn main() -> anyhow::Result<()> {
             config.attributes = args.attributes;
             config.task_cleanup_wait = args.task_cleanup_wait;
             config.host_access = args.host_access.allowed();
+            config.join_token = args.join_token;
+            config.ca_cert = args.ca_cert;
             run_agent(config, shutdown_rx).await?;
         }
+        Command::JoinToken(command) => join_token::run(command).await?,
         Command::Dev(args) => {
             // One `berth dev` per data directory, checked before anything is created in it.
             let _dev_lock = lock::DataDirLock::acquire(&args.data_dir)?;
@@ -456,6 +559,10 @@ async fn main() -> anyhow::Result<()> {
                 max_connections: None,
                 service_task_settle_secs: args.service_task_settle_secs,
                 auth: args.auth.clone(),
+                tls: TlsArgs {
+                    tls_self_signed: args.tls,
+                    ..Default::default()
+                },
             };
             let server = start_server(&server_args, cancel).await?;
             // A fresh dev cluster has a "default" cluster, like a new ECS account's console.
@@ -467,6 +574,8 @@ async fn main() -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("creating the default cluster: {e}"))?;
             let mut config = AgentConfig::new(server.url.clone(), args.data_dir.join("agent"));
             config.follow_all_clusters = true;
+            config.join_token = Some(dev_join_token(&server.control).await?);
+            config.ca_cert = server.ca_cert.clone();
             config.host_bind_ip = args.host_bind_ip;
             config.task_cleanup_wait = args.task_cleanup_wait;
             config.host_access = args.host_access.allowed();

@@ -129,12 +129,15 @@ async fn stopped_while_agent_was_down_is_cleaned_up_on_return() {
     let server = Berth::server(&server_dir, &["--agent-timeout-secs", "3"]);
     let api = server.api();
     api.create_cluster(&cluster).await;
+    let token = join_token(&server.url, &cluster);
     let spawn_agent = || {
         Command::new(env!("CARGO_BIN_EXE_berth"))
             .args([
                 "agent",
                 "--server",
                 &server.url,
+                "--join-token",
+                &token,
                 "--cluster",
                 &cluster,
                 "--host-bind-ip",

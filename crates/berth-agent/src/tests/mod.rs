@@ -739,7 +739,7 @@ async fn orphans_of_a_lost_identity_are_removed_only_after_two_checks_a_grace_ap
 
     let mut janitor = Janitor::new(
         Arc::clone(&host.runtime) as _,
-        Channel::new(&host.fake.url).unwrap(),
+        Channel::new(&host.fake.url, None).unwrap(),
         "i-self".into(),
         Duration::from_secs(60),
     );
@@ -803,7 +803,7 @@ async fn an_orphan_that_turns_out_live_is_spared() {
     .await;
     let mut janitor = Janitor::new(
         Arc::clone(&host.runtime) as _,
-        Channel::new(&host.fake.url).unwrap(),
+        Channel::new(&host.fake.url, None).unwrap(),
         "i-self".into(),
         Duration::from_secs(60),
     );

@@ -120,6 +120,16 @@ pub async fn agent_instance(
                 instance: instance_request(cluster, cpu, memory),
                 agent_id: "i-test".into(),
                 credential: None,
+                join_token: Some(
+                    cp.join_tokens
+                        .mint(
+                            berth_control::join_tokens::JoinScope::AllClusters,
+                            berth_control::join_tokens::DEFAULT_LIFETIME,
+                            "test",
+                        )
+                        .await
+                        .unwrap(),
+                ),
                 follows_all_clusters: false,
             },
         )

@@ -81,6 +81,16 @@ impl Berth {
         {
             server_credentials().lock().unwrap().insert(url.clone(), c);
         }
+        // An HTTPS server's self-signed CA: its clients and agents trust it.
+        if let Some(ca) = [
+            data_dir.join("tls/ca.pem"),
+            data_dir.join("server/tls/ca.pem"),
+        ]
+        .into_iter()
+        .find(|f| url.starts_with("https://") && f.exists())
+        {
+            server_cas().lock().unwrap().insert(url.clone(), ca);
+        }
         Self {
             child: Some(child),
             url,
@@ -186,6 +196,13 @@ fn server_credentials(
     KEYS.get_or_init(Default::default)
 }
 
+/// The CA files of the HTTPS servers this harness started, by URL.
+pub fn server_cas() -> &'static std::sync::Mutex<std::collections::HashMap<String, PathBuf>> {
+    static CAS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> =
+        std::sync::OnceLock::new();
+    CAS.get_or_init(Default::default)
+}
+
 /// A raw ECS JSON 1.1 client, so tests see status codes and bodies as sent.
 pub struct Api {
     http: reqwest::Client,
@@ -194,18 +211,84 @@ pub struct Api {
     agents: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, (String, String)>>>,
     /// Signs requests with SigV4 when set (a client without credentials sends none).
     credentials: Option<ClientCredentials>,
+    /// Join tokens this client made, by cluster (simulated instances register with them).
+    join_tokens: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
 }
 
 impl Api {
     /// A client of the server at `url`, signing with its admin key when the server was
     /// started by this harness (see [`Berth`]), else unsigned.
     pub fn new(url: &str) -> Self {
+        let ca = server_cas().lock().unwrap().get(url).cloned();
+        let mut http = reqwest::Client::builder();
+        if let Some(ca) = ca {
+            http = http.add_root_certificate(
+                reqwest::Certificate::from_pem(&std::fs::read(ca).expect("CA file"))
+                    .expect("CA certificate"),
+            );
+        }
         Self {
-            http: reqwest::Client::new(),
+            http: http.build().expect("client"),
             url: url.to_string(),
             agents: Default::default(),
             credentials: server_credentials().lock().unwrap().get(url).cloned(),
+            join_tokens: Default::default(),
         }
+    }
+
+    /// A client of an HTTPS server whose certificate `ca_pem` (a PEM file) signed.
+    pub fn with_ca(url: &str, ca_pem: &Path) -> Self {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(ca_pem).expect("CA file"))
+            .expect("CA certificate");
+        Self {
+            http: reqwest::Client::builder()
+                .add_root_certificate(ca)
+                .build()
+                .expect("client"),
+            ..Self::new(url)
+        }
+    }
+
+    /// A berth admin call (`BerthAdmin_v1.<operation>`, signed for `berth`).
+    pub async fn admin(&self, operation: &str, body: Value) -> (u16, Value) {
+        let target = format!("BerthAdmin_v1.{operation}");
+        let body = body.to_string();
+        let headers = [
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", target.as_str()),
+        ];
+        let mut req = self.http.post(format!("{}/", self.url)).body(body.clone());
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let resp = self
+            .sign(req, &headers, body.as_bytes(), "berth")
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// A join token for `cluster` made with this client's (admin) credentials, reused.
+    pub async fn join_token(&self, cluster: &str) -> String {
+        if let Some(t) = self.join_tokens.lock().unwrap().get(cluster) {
+            return t.clone();
+        }
+        let (status, v) = self
+            .admin("CreateJoinToken", json!({"cluster": cluster}))
+            .await;
+        assert_eq!(status, 200, "CreateJoinToken: {v}");
+        let token = v["token"].as_str().expect("token").to_string();
+        self.join_tokens
+            .lock()
+            .unwrap()
+            .insert(cluster.to_string(), token.clone());
+        token
     }
 
     /// This client, signing its requests with `credentials` (SigV4, as the AWS SDKs do).
@@ -226,7 +309,11 @@ impl Api {
         let Some(creds) = &self.credentials else {
             return req;
         };
-        let host = self.url.trim_start_matches("http://").trim_end_matches('/');
+        let host = self
+            .url
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/');
         let mut signed: Vec<(&str, &str)> = vec![("host", host)];
         signed.extend_from_slice(headers);
         let added = berth_iam::sigv4::sign_request(
@@ -363,11 +450,13 @@ impl Api {
             .flatten()
             .map(|a| json!({"name": a["name"], "value": a["value"]}))
             .collect();
+        let join_token = self.join_token(cluster).await;
         let resp = self
             .http
             .post(format!("{}/agent/v1/register", self.url))
             .json(&json!({
                 "cluster": cluster,
+                "joinToken": join_token,
                 "agentId": format!("i-sim{:013}", rand_suffix()),
                 "resources": {"cpu": cpu, "memory": memory, "tcp_ports": [22], "udp_ports": []},
                 "attributes": attributes,
@@ -615,6 +704,38 @@ pub fn running_containers_labelled(labels: &[(&str, &str)]) -> Vec<String> {
         .collect()
 }
 
+/// A join token for `cluster` from `berth join-token create`, signed with the admin key of
+/// the harness's server at `server_url` (the cluster must exist).
+pub fn join_token(server_url: &str, cluster: &str) -> String {
+    let creds = server_credentials()
+        .lock()
+        .unwrap()
+        .get(server_url)
+        .cloned()
+        .expect("a server this harness started");
+    let mut cli = Command::new(env!("CARGO_BIN_EXE_berth"));
+    cli.args([
+        "join-token",
+        "create",
+        "--endpoint",
+        server_url,
+        "--cluster",
+        cluster,
+    ]);
+    if let Some(ca) = server_cas().lock().unwrap().get(server_url) {
+        cli.arg("--ca-cert").arg(ca);
+    }
+    let out = cli
+        .env("AWS_ACCESS_KEY_ID", &creds.access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &creds.secret_access_key)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("berth join-token create");
+    assert!(out.status.success(), "berth join-token create failed");
+    let token = String::from_utf8(out.stdout).expect("utf-8");
+    token.trim().to_string()
+}
+
 /// A separate `berth agent` process (SIGKILLed when dropped; the containers it made are
 /// removed then).
 pub struct AgentProcess {
@@ -639,10 +760,13 @@ impl AgentProcess {
         extra: &[&str],
     ) -> Self {
         ensure_test_images();
+        let token = join_token(server_url, cluster);
         let mut args: Vec<String> = [
             "agent",
             "--server",
             server_url,
+            "--join-token",
+            &token,
             "--cluster",
             cluster,
             "--host-bind-ip",
@@ -656,6 +780,10 @@ impl AgentProcess {
             args.push(a.to_string());
         }
         args.extend(extra.iter().map(|s| s.to_string()));
+        if let Some(ca) = server_cas().lock().unwrap().get(server_url) {
+            args.push("--ca-cert".into());
+            args.push(ca.display().to_string());
+        }
         args.push("--data-dir".into());
         args.push(data_dir.display().to_string());
         let mut agent = Self {
