@@ -99,3 +99,21 @@ def test_join_token_cli_over_tls(tls_server):
     token_id = token.removeprefix("bjt_").split(".")[0]
     assert token_id in listed.stdout and "ACTIVE" in listed.stdout
     assert token.split(".")[1] not in listed.stdout
+
+
+def test_berth_dev_tls_agent_joins_by_itself(tmp_path):
+    """`berth dev --tls`: its own agent trusts the dev CA and joins with a token berth made."""
+    import time
+
+    server = BerthDev(tmp_path, f"devtls{uuid.uuid4().hex[:8]}", ["--tls"])
+    try:
+        url = server.wait_listening()
+        assert url.startswith("https://")
+        ecs = ecs_client(server, str(server.data_dir / "server" / "tls" / "ca.pem"))
+        deadline = time.monotonic() + 30
+        while not ecs.list_container_instances(cluster="default")["containerInstanceArns"]:
+            assert time.monotonic() < deadline, "the dev agent did not join over TLS"
+            time.sleep(0.1)
+    finally:
+        server.stop()
+        server.remove_containers()

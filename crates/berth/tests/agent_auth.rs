@@ -444,3 +444,90 @@ async fn tls_with_a_self_signed_ca() {
     assert_eq!(std::fs::read(&ca).unwrap(), before);
     berth.api().ok("ListClusters", json!({})).await;
 }
+
+/// A signed IAM query-protocol call as the admin; the XML answer.
+async fn iam(api: &Api, params: &[(&str, &str)]) -> String {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("Version", "2010-05-08");
+    for (k, v) in params {
+        form.append_pair(k, v);
+    }
+    let body = form.finish();
+    let ct = "application/x-www-form-urlencoded; charset=utf-8";
+    let req = reqwest::Client::new()
+        .post(format!("{}/", api.url))
+        .header("content-type", ct)
+        .body(body.clone());
+    let resp = api
+        .sign(req, &[("content-type", ct)], body.as_bytes(), "iam")
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    assert_eq!(status, 200, "{params:?}: {text}");
+    text
+}
+
+fn xml_field<'a>(xml: &'a str, tag: &str) -> &'a str {
+    let start = xml.find(&format!("<{tag}>")).expect(tag) + tag.len() + 2;
+    let end = start + xml[start..].find(&format!("</{tag}>")).expect(tag);
+    &xml[start..end]
+}
+
+#[tokio::test]
+async fn join_token_actions_follow_iam_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    let berth = Berth::server(dir.path(), &[]);
+    let admin = berth.api();
+    let (mine, theirs) = (unique("mine"), unique("theirs"));
+    admin.create_cluster(&mine).await;
+    admin.create_cluster(&theirs).await;
+    iam(&admin, &[("Action", "CreateUser"), ("UserName", "ops")]).await;
+    let policy = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Action": ["berth:CreateJoinToken", "berth:RevokeJoinToken"],
+        "Resource": format!("arn:aws:ecs:us-east-1:000000000000:cluster/{mine}")}]});
+    iam(
+        &admin,
+        &[
+            ("Action", "PutUserPolicy"),
+            ("UserName", "ops"),
+            ("PolicyName", "join-mine"),
+            ("PolicyDocument", &policy.to_string()),
+        ],
+    )
+    .await;
+    let key = iam(
+        &admin,
+        &[("Action", "CreateAccessKey"), ("UserName", "ops")],
+    )
+    .await;
+    let ops = Api::new(&berth.url).signed_with(Some(berth_iam::sigv4::ClientCredentials::new(
+        xml_field(&key, "AccessKeyId"),
+        xml_field(&key, "SecretAccessKey"),
+    )));
+
+    let (s, v) = ops.admin("CreateJoinToken", json!({"cluster": mine})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["joinToken"]["createdBy"],
+        "arn:aws:iam::000000000000:user/ops"
+    );
+    let id = v["joinToken"]["tokenId"].as_str().unwrap().to_string();
+    for (operation, body) in [
+        ("CreateJoinToken", json!({"cluster": theirs})),
+        ("ListJoinTokens", json!({})),
+    ] {
+        let (s, v) = ops.admin(operation, body).await;
+        assert_eq!(
+            (s, v["__type"].as_str()),
+            (400, Some("AccessDeniedException")),
+            "{v}"
+        );
+        let message = v["message"].as_str().unwrap();
+        assert!(message.contains(&format!("berth:{operation}")), "{message}");
+    }
+    let (s, v) = ops.admin("RevokeJoinToken", json!({"tokenId": id})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["joinToken"]["status"], "REVOKED");
+}
