@@ -3,6 +3,10 @@
 //! (registered through the API; no containers run). 16 concurrent clients per measurement.
 //! Prints a table: requests/s, p50 and p99.
 //!
+//! Requests are signed (SigV4) with the admin key the server writes to its data directory,
+//! and simulated agents join with a join token, as real clients and agents do; a baseline
+//! binary that predates authentication ignores both.
+//!
 //! `cargo bench -p berth --bench api_load`
 //! - BERTH_BENCH_SECONDS: length of each measurement (default 5)
 //! - BERTH_BENCH_SIZES: comma-separated task counts (default 0,2000,20000)
@@ -21,7 +25,7 @@ const CLIENTS: usize = 16;
 struct Server {
     child: Child,
     url: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Server {
@@ -58,20 +62,73 @@ fn start(bin: &str) -> Server {
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    Server {
-        child,
-        url,
-        _dir: dir,
-    }
+    Server { child, url, dir }
 }
 
 #[derive(Clone)]
 struct Client {
     http: reqwest::Client,
     url: String,
+    /// The server's admin key; None for a server that writes none (the baseline).
+    credentials: Option<berth_iam::sigv4::ClientCredentials>,
 }
 
 impl Client {
+    /// A signed POST of `body` to `/` for `service`, with `headers`.
+    fn post(
+        &self,
+        service: &str,
+        headers: &[(&str, &str)],
+        body: String,
+    ) -> reqwest::RequestBuilder {
+        let url = format!("{}/", self.url);
+        let mut req = self.http.post(&url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(creds) = &self.credentials {
+            let host = self.url.trim_start_matches("http://");
+            let mut signed: Vec<(&str, &str)> = vec![("host", host)];
+            signed.extend_from_slice(headers);
+            let added = berth_iam::sigv4::sign_request(
+                "POST",
+                &url,
+                &signed,
+                body.as_bytes(),
+                creds,
+                &berth_iam::sigv4::SigningTarget {
+                    region: "us-east-1",
+                    service,
+                    time: std::time::SystemTime::now(),
+                },
+            )
+            .expect("signing");
+            for (k, v) in added {
+                req = req.header(k, v);
+            }
+        }
+        req.body(body)
+    }
+
+    /// A join token for the cluster (None from a server without join tokens).
+    async fn join_token(&self, cluster: &str) -> Option<String> {
+        self.credentials.as_ref()?;
+        let resp = self
+            .post(
+                "berth",
+                &[
+                    ("content-type", "application/x-amz-json-1.1"),
+                    ("x-amz-target", "BerthAdmin_v1.CreateJoinToken"),
+                ],
+                json!({"cluster": cluster}).to_string(),
+            )
+            .send()
+            .await
+            .ok()?;
+        let v: Value = resp.json().await.ok()?;
+        v["token"].as_str().map(str::to_string)
+    }
+
     async fn call(&self, action: &str, body: &Value) -> Value {
         match self.try_call(action, body).await {
             Ok(v) => v,
@@ -80,15 +137,16 @@ impl Client {
     }
 
     async fn try_call(&self, action: &str, body: &Value) -> Result<Value, String> {
+        let target = format!("AmazonEC2ContainerServiceV20141113.{action}");
         let resp = self
-            .http
-            .post(format!("{}/", self.url))
-            .header(
-                "x-amz-target",
-                format!("AmazonEC2ContainerServiceV20141113.{action}"),
+            .post(
+                "ecs",
+                &[
+                    ("content-type", "application/x-amz-json-1.1"),
+                    ("x-amz-target", target.as_str()),
+                ],
+                body.to_string(),
             )
-            .header("content-type", "application/x-amz-json-1.1")
-            .body(body.to_string())
             .send()
             .await
             .map_err(|e| e.to_string())?;
@@ -108,12 +166,13 @@ async fn fill(c: &Client, tasks: usize) {
     // Simulated instances, registered as berth agents do (the baseline binary, which has
     // no agent channel, takes them through RegisterContainerInstance).
     let mut credentials = std::collections::HashMap::new();
+    let join_token = c.join_token("load").await;
     for n in 0..40 {
         let agent = c
             .http
             .post(format!("{}/agent/v1/register", c.url))
             .json(&json!({
-                "cluster": "load", "agentId": format!("i-{n:017}"),
+                "cluster": "load", "agentId": format!("i-{n:017}"), "joinToken": join_token,
                 "resources": {"cpu": 1_000_000, "memory": 1_000_000, "tcp_ports": [], "udp_ports": []},
                 "attributes": [], "versionInfo": {"agent_version": "sim", "agent_hash": null, "docker_version": null},
                 "followAllClusters": false,
@@ -287,6 +346,9 @@ fn main() {
                     .build()
                     .unwrap(),
                 url: server.url.clone(),
+                credentials: berth_iam::read_credentials_file(
+                    &server.dir.path().join("credentials"),
+                ),
             };
             runtime.block_on(async {
                 let fill_started = Instant::now();
