@@ -72,6 +72,8 @@ pub enum Resource {
     Deployment,
     /// `serviceDeploymentArns`.
     Deployments,
+    /// `serviceRevisionArns`.
+    Revisions,
     /// `resourceArn`.
     ResourceArn,
 }
@@ -319,6 +321,12 @@ pub const TABLE: &[EcsAction] = &[
         &[ECS_CLUSTER],
     ),
     a(
+        "DescribeServiceRevisions",
+        "ecs:DescribeServiceRevisions",
+        Revisions,
+        &[ECS_CLUSTER],
+    ),
+    a(
         "StopServiceDeployment",
         "ecs:StopServiceDeployment",
         Deployment,
@@ -531,6 +539,10 @@ fn resources(entry: &EcsAction, body: &Value, arns: &Arns<'_>) -> Vec<String> {
             .map(|s| vec![s.to_string()])
             .unwrap_or_default(),
         Deployments => strings(&body["serviceDeploymentArns"])
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+        Revisions => strings(&body["serviceRevisionArns"])
             .into_iter()
             .map(str::to_string)
             .collect(),
