@@ -80,6 +80,7 @@ pub async fn register(
             .transpose()?,
         follows_all_clusters: req.follow_all_clusters,
     };
+    default_cluster_on_first_use(cp, &registration).await?;
     let (view, credential) = cp.agents.register(&cp.instances, registration).await?;
     Ok(proto::RegisterResponse {
         container_instance_arn: cp
@@ -88,6 +89,36 @@ pub async fn register(
         credential,
         control_plane_id: control_plane_id.to_string(),
     })
+}
+
+/// Like ECS, the "default" cluster is made when an agent first registers to it; here only
+/// for a new instance whose join token admits it (the agent cannot call CreateCluster: it has
+/// no IAM credentials).
+async fn default_cluster_on_first_use(
+    cp: &ControlPlane,
+    registration: &AgentRegistration,
+) -> Result<(), Error> {
+    let cluster = &registration.instance.cluster;
+    if cluster.as_str() != "default" || registration.instance.existing.is_some() {
+        return Ok(());
+    }
+    let Some(token) = registration.join_token.as_ref() else {
+        return Ok(());
+    };
+    match cp.clusters.get_active(cluster).await {
+        Err(e) if e.kind == berth_core::ErrorKind::ClusterNotFound => {
+            cp.join_tokens.admit(Some(token), cluster).await?;
+            tracing::info!("creating the default cluster for a joining agent");
+            cp.clusters
+                .create(berth_control::clusters::CreateCluster {
+                    name: Some(cluster.clone()),
+                    ..Default::default()
+                })
+                .await?;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 fn assigned(cp: &ControlPlane, a: &Assigned) -> proto::AssignedTask {
@@ -216,5 +247,135 @@ pub async fn ownership(
             .filter(|(_, o)| *o == Ownership::Orphaned)
             .map(|(a, _)| a.clone())
             .collect(),
+    })
+}
+
+/// The task (live, on the asking instance) an agent asks about, with its definition.
+async fn agents_task(
+    cp: &ControlPlane,
+    req: &proto::TaskRequest,
+) -> Result<
+    (
+        berth_core::records::TaskRecord,
+        std::sync::Arc<berth_core::records::TaskDefinitionRecord>,
+    ),
+    Error,
+> {
+    let instance = polled(&req.instance)?;
+    let (cluster, task) = task_arn(&req.task_arn)?;
+    if cluster != instance.cluster {
+        return Err(Error::invalid("The task is not in the instance's cluster."));
+    }
+    cp.agents
+        .live_task_of(
+            &cp.task_definitions,
+            &instance.cluster,
+            &instance.id,
+            &instance.credential,
+            &task,
+        )
+        .await
+}
+
+/// The role a task runs with for `member` (`taskRoleArn`, `executionRoleArn`): the
+/// overrides' if set, else the definition's.
+fn role_of(
+    task: &berth_core::records::TaskRecord,
+    definition: &berth_core::records::TaskDefinitionRecord,
+    member: &str,
+) -> Option<String> {
+    [&task.desired.overrides.document, &definition.document]
+        .into_iter()
+        .find_map(|doc| doc[member].as_str().filter(|s| !s.is_empty()))
+        .map(str::to_string)
+}
+
+/// `task-secrets`: the values of a task's `secrets`, resolved with its execution role.
+/// A secret that cannot be resolved is an answer (the task's stop reason), not an error.
+pub async fn task_secrets(
+    cp: &ControlPlane,
+    iam: &berth_iam::Iam,
+    req: proto::TaskRequest,
+) -> Result<proto::TaskSecretsResponse, Error> {
+    let (task, definition) = agents_task(cp, &req).await?;
+    let execution_role = role_of(&task, &definition, "executionRoleArn");
+    let mut containers = Vec::new();
+    for c in definition.document["containerDefinitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let refs: Vec<berth_iam::SecretRef> = c["secrets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| {
+                Some(berth_iam::SecretRef {
+                    name: s["name"].as_str()?.to_string(),
+                    value_from: s["valueFrom"].as_str()?.to_string(),
+                })
+            })
+            .collect();
+        if refs.is_empty() {
+            continue;
+        }
+        let resolved = iam
+            .resolve_secrets(&berth_iam::TaskSecrets {
+                task_arn: &req.task_arn,
+                execution_role_arn: execution_role.as_deref(),
+                secrets: &refs,
+            })
+            .await;
+        match resolved {
+            Ok(values) => containers.push(proto::ContainerSecrets {
+                container_name: c["name"].as_str().unwrap_or_default().to_string(),
+                secrets: values
+                    .into_iter()
+                    .map(|(name, value)| proto::SecretValue { name, value })
+                    .collect(),
+            }),
+            Err(e) => {
+                return Ok(proto::TaskSecretsResponse {
+                    containers: vec![],
+                    failure: Some(e.message),
+                })
+            }
+        }
+    }
+    Ok(proto::TaskSecretsResponse {
+        containers,
+        failure: None,
+    })
+}
+
+/// `task-credentials`: a session for the task's role, as ECS issues for `taskRoleArn`.
+pub async fn task_credentials(
+    cp: &ControlPlane,
+    iam: &berth_iam::Iam,
+    req: proto::TaskRequest,
+) -> Result<proto::TaskCredentialsResponse, Error> {
+    let (task, definition) = agents_task(cp, &req).await?;
+    let Some(role_arn) = role_of(&task, &definition, "taskRoleArn") else {
+        return Err(Error::invalid("The task has no taskRoleArn."));
+    };
+    let session = iam
+        .task_role_credentials(&role_arn, &req.task_arn)
+        .await
+        .map_err(|e| match e {
+            berth_iam::TaskRoleError::NotTrusted { message } => {
+                Error::new(berth_core::ErrorKind::AccessDenied, message)
+            }
+            berth_iam::TaskRoleError::Internal(e) => {
+                Error::new(berth_core::ErrorKind::Server, e.message)
+            }
+        })?;
+    let now = iam.now();
+    Ok(proto::TaskCredentialsResponse {
+        role_arn,
+        access_key_id: session.access_key_id,
+        secret_access_key: session.secret_access_key,
+        token: session.session_token,
+        expiration: session.expiration.rfc3339(),
+        lifetime_seconds: session.expiration.since(now).as_secs(),
     })
 }

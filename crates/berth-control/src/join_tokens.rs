@@ -275,10 +275,14 @@ impl JoinTokens {
         {
             return Err(Error::invalid("description can be at most 256 characters."));
         }
-        if let JoinScope::Cluster(c) = &req.scope {
-            clusters::active(self.ctx.store.as_ref(), c)
-                .await
-                .map_err(Error::from)?;
+        // "default" may not exist yet: the first agent admitted to it makes it, as in ECS.
+        match &req.scope {
+            JoinScope::Cluster(c) if c.as_str() != "default" => {
+                clusters::active(self.ctx.store.as_ref(), c)
+                    .await
+                    .map_err(Error::from)?;
+            }
+            _ => {}
         }
         let secret = JoinTokenSecret::generate();
         let now = self.ctx.now();

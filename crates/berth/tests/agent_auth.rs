@@ -531,3 +531,37 @@ async fn join_token_actions_follow_iam_policies() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["joinToken"]["status"], "REVOKED");
 }
+
+/// As with ECS, an agent joining "default" makes that cluster on first use, but only when
+/// its join token admits it.
+#[tokio::test]
+async fn the_default_cluster_is_made_for_an_admitted_agent_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let berth = Berth::server(dir.path(), &[]);
+    let api = berth.api();
+    let (s, v) = agent_post(
+        &api,
+        "register",
+        registration("default", Some("bjt_x.y"), 2048),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = api
+        .call("DescribeClusters", json!({"clusters": ["default"]}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["failures"][0]["reason"], "MISSING", "{v}");
+
+    let (ok, token, _) = cli(&berth, &["create", "--cluster", "default"]);
+    assert!(ok);
+    let (arn, _) = register(&api, "default", token.trim()).await;
+    assert!(arn.contains(":container-instance/default/"), "{arn}");
+    let v = api
+        .ok("DescribeClusters", json!({"clusters": ["default"]}))
+        .await;
+    assert_eq!(v["clusters"][0]["status"], "ACTIVE", "{v}");
+    assert_eq!(
+        v["clusters"][0]["registeredContainerInstancesCount"], 1,
+        "{v}"
+    );
+}
