@@ -10,6 +10,10 @@
 //! - `report`: what the agent observed of one of its tasks.
 //! - `ownership`: whether tasks that containers on the host claim to belong to are still
 //!   live (so a new agent identity can clean up after a lost one).
+//! - `task-secrets`: the values of a task's `secrets`, resolved by the control plane with
+//!   the task's execution role, for the agent to put in the containers' environment only.
+//! - `task-credentials`: temporary credentials for a task's role (`taskRoleArn`), which the
+//!   agent serves to the task's containers on its credentials endpoint.
 //!
 //! Errors come back as AWS JSON errors: `{"__type": code, "message": text}` with HTTP 4xx/5xx.
 //! Statuses are berth-core's enums, serialized with ECS's spellings.
@@ -28,6 +32,8 @@ pub mod paths {
     pub const POLL: &str = "/agent/v1/poll";
     pub const REPORT: &str = "/agent/v1/report";
     pub const OWNERSHIP: &str = "/agent/v1/ownership";
+    pub const TASK_SECRETS: &str = "/agent/v1/task-secrets";
+    pub const TASK_CREDENTIALS: &str = "/agent/v1/task-credentials";
 }
 
 /// Docker labels berth puts on task containers (the first five are the ECS agent's).
@@ -166,6 +172,72 @@ pub struct OwnershipResponse {
     pub orphaned: Vec<String>,
 }
 
+/// Asks for something of one of the agent's own live tasks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRequest {
+    pub instance: InstanceCredential,
+    pub task_arn: String,
+}
+
+/// One resolved secret. Its `Debug` hides the value, so it never reaches a log.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretValue {
+    /// The environment variable to set.
+    pub name: String,
+    pub value: String,
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretValue({}=***)", self.name)
+    }
+}
+
+/// The secrets of one container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerSecrets {
+    pub container_name: String,
+    pub secrets: Vec<SecretValue>,
+}
+
+/// The answer to `task-secrets`: every container's values, or why they cannot be had (the
+/// task's `stoppedReason`: the agent stops the task without starting a container).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSecretsResponse {
+    pub containers: Vec<ContainerSecrets>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// Temporary credentials of a task's role, in the ECS container credentials shape.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskCredentialsResponse {
+    pub role_arn: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub token: String,
+    /// RFC 3339, UTC (`2026-01-01T00:00:00.000Z`).
+    pub expiration: String,
+    /// The lifetime the credentials were issued for, in seconds (the agent refreshes them
+    /// when a quarter of it is left).
+    pub lifetime_seconds: u64,
+}
+
+impl std::fmt::Debug for TaskCredentialsResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskCredentialsResponse")
+            .field("role_arn", &self.role_arn)
+            .field("access_key_id", &self.access_key_id)
+            .field("expiration", &self.expiration)
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,5 +270,24 @@ mod tests {
         assert_eq!(v["tasks"][0]["knownStatus"], "RUNNING");
         let back: PollResponse = serde_json::from_value(v).unwrap();
         assert_eq!(back, poll);
+    }
+
+    #[test]
+    fn secret_values_stay_out_of_debug_output() {
+        let v = SecretValue {
+            name: "DB_PASSWORD".into(),
+            value: "hunter2".into(),
+        };
+        assert!(!format!("{v:?}").contains("hunter2"));
+        let c = TaskCredentialsResponse {
+            role_arn: "arn:aws:iam::1:role/r".into(),
+            access_key_id: "ASIA".into(),
+            secret_access_key: "s3cr3t".into(),
+            token: "t0k3n".into(),
+            expiration: "2026-01-01T00:00:00Z".into(),
+            lifetime_seconds: 3600,
+        };
+        let text = format!("{c:?}");
+        assert!(!text.contains("s3cr3t") && !text.contains("t0k3n"));
     }
 }

@@ -103,6 +103,22 @@ impl Channel {
         self.call(paths::OWNERSHIP, req, CALL_TIMEOUT).await
     }
 
+    /// The values of a task's secrets (kept in memory only, for the containers' environment).
+    pub async fn task_secrets(
+        &self,
+        req: &proto::TaskRequest,
+    ) -> Result<proto::TaskSecretsResponse, ChannelError> {
+        self.call(paths::TASK_SECRETS, req, CALL_TIMEOUT).await
+    }
+
+    /// Credentials for a task's role.
+    pub async fn task_credentials(
+        &self,
+        req: &proto::TaskRequest,
+    ) -> Result<proto::TaskCredentialsResponse, ChannelError> {
+        self.call(paths::TASK_CREDENTIALS, req, CALL_TIMEOUT).await
+    }
+
     /// ECS `CreateCluster` over JSON 1.1 (the ECS agent creates "default" the same way).
     pub async fn create_cluster(&self, name: &str) -> Result<(), ChannelError> {
         let response = self

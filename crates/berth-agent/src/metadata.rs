@@ -12,6 +12,15 @@
 //! directory, so several agents on one host don't collide and a restarted agent answers the
 //! URIs its containers already have. Each container's URI carries a random token (also its
 //! `berth.metadata-token` label): it names the container and is the only way to read a task.
+//!
+//! The same listeners serve the ECS container credentials endpoint for tasks with a task
+//! role: `GET /v2/credentials/<id>` with `Authorization: <token>` answers
+//! `{"RoleArn","AccessKeyId","SecretAccessKey","Token","Expiration"}`. Containers get the
+//! URI in `AWS_CONTAINER_CREDENTIALS_FULL_URI` and the token in
+//! `AWS_CONTAINER_AUTHORIZATION_TOKEN`, as the AWS SDKs' container credential provider
+//! reads them. The id and token are derived from the task ARN with a key kept in the data
+//! directory, so a restarted agent answers the containers it adopts; the credentials
+//! themselves live in memory only.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -34,6 +43,18 @@ use tokio::task::JoinHandle;
 
 /// Where the ports are kept.
 const STATE_FILE: &str = "metadata-endpoint.json";
+/// The key task credential ids and tokens are derived with (mode 0600).
+const CREDENTIALS_KEY_FILE: &str = "task-credentials.key";
+
+/// A task's role credentials as the endpoint serves them; refreshed by the task's runner.
+pub(crate) type SharedCredentials = Arc<RwLock<Option<berth_agent_proto::TaskCredentialsResponse>>>;
+
+/// One task's credentials entry.
+struct CredentialsEntry {
+    token: String,
+    view: SharedView,
+    credentials: SharedCredentials,
+}
 
 /// What the endpoint knows of one task, kept current by its runner.
 #[derive(Debug, Clone, Default)]
@@ -86,11 +107,14 @@ pub(crate) type SharedView = Arc<RwLock<TaskView>>;
 #[derive(Default)]
 struct Registry {
     entries: RwLock<HashMap<String, (SharedView, String)>>,
+    /// Credentials ids to their task's entry.
+    credentials: RwLock<HashMap<String, CredentialsEntry>>,
 }
 
 /// The endpoint: its listeners and what they serve.
 pub(crate) struct MetadataEndpoint {
     registry: Arc<Registry>,
+    credentials_key: [u8; 32],
     bridge: Option<SocketAddr>,
     loopback: Option<SocketAddr>,
     servers: Vec<JoinHandle<()>>,
@@ -152,6 +176,7 @@ impl MetadataEndpoint {
             .route("/v4/{token}/taskWithTags", get(task))
             .route("/v4/{token}/stats", get(container_stats))
             .route("/v4/{token}/task/stats", get(task_stats))
+            .route("/v2/credentials/{id}", get(credentials))
             .with_state(state);
         let mut servers = Vec::new();
         let mut serve = |listener: tokio::net::TcpListener| -> std::io::Result<SocketAddr> {
@@ -194,6 +219,7 @@ impl MetadataEndpoint {
         }
         tracing::info!(bridge = ?bridge, loopback = ?loopback, "task metadata endpoint (v4) listening");
         Ok(Self {
+            credentials_key: credentials_key(&data_dir.join(CREDENTIALS_KEY_FILE))?,
             registry,
             bridge,
             loopback,
@@ -217,11 +243,149 @@ impl MetadataEndpoint {
         }
     }
 
-    /// Forgets every token of a task.
+    /// Forgets every token of a task, and its credentials.
     pub fn forget_task(&self, view: &SharedView) {
         if let Ok(mut entries) = self.registry.entries.write() {
             entries.retain(|_, (v, _)| !Arc::ptr_eq(v, view));
         }
+        if let Ok(mut entries) = self.registry.credentials.write() {
+            entries.retain(|_, e| !Arc::ptr_eq(&e.view, view));
+        }
+    }
+
+    /// The credentials id and authorization token of a task (the same after a restart).
+    pub fn task_credentials_ids(&self, task_arn: &str) -> (String, String) {
+        let id = hex::encode(
+            &hmac_sha256(&self.credentials_key, format!("id\0{task_arn}").as_bytes())[..16],
+        );
+        let token = hex::encode(hmac_sha256(
+            &self.credentials_key,
+            format!("token\0{task_arn}").as_bytes(),
+        ));
+        (id, token)
+    }
+
+    /// The credentials URI for a container in this network mode, if it can reach one.
+    pub fn credentials_uri(&self, mode: NetworkMode, id: &str) -> Option<String> {
+        let addr = match mode {
+            NetworkMode::Bridge => self.bridge?,
+            NetworkMode::Host => self.loopback?,
+            NetworkMode::None | NetworkMode::Awsvpc => return None,
+        };
+        Some(format!("http://{addr}/v2/credentials/{id}"))
+    }
+
+    /// Serves `credentials` for the task at its credentials id.
+    pub fn register_credentials(
+        &self,
+        task_arn: &str,
+        view: &SharedView,
+        credentials: &SharedCredentials,
+    ) {
+        let (id, token) = self.task_credentials_ids(task_arn);
+        if let Ok(mut entries) = self.registry.credentials.write() {
+            entries.insert(
+                id,
+                CredentialsEntry {
+                    token,
+                    view: Arc::clone(view),
+                    credentials: Arc::clone(credentials),
+                },
+            );
+        }
+    }
+}
+
+/// Reads the credentials key, making it on first use.
+fn credentials_key(path: &Path) -> anyhow::Result<[u8; 32]> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let bytes = hex::decode(text.trim())?;
+        if let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice()) {
+            return Ok(key);
+        }
+    }
+    let mut key = [0u8; 32];
+    key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(hex::encode(key).as_bytes())?;
+    Ok(key)
+}
+
+/// HMAC-SHA256 (RFC 2104).
+fn hmac_sha256(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut block = [0u8; 64];
+    block[..32].copy_from_slice(key);
+    let pad = |byte: u8| block.map(|b| b ^ byte);
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+/// Byte-wise comparison that takes as long whatever matches.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// `GET /v2/credentials/<id>` with the task's token in `Authorization`.
+async fn credentials(
+    State(state): State<Arc<AppState>>,
+    UrlPath(id): UrlPath<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let error = |status: StatusCode, code: &str, message: &str| {
+        (status, Json(json!({"code": code, "message": message}))).into_response()
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let found = state.registry.credentials.read().ok().and_then(|entries| {
+        entries
+            .get(&id)
+            .filter(|e| same_secret(&e.token, given))
+            .map(|e| Arc::clone(&e.credentials))
+    });
+    let Some(slot) = found else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidIdentityToken",
+            "No credentials for this id and authorization token",
+        );
+    };
+    let current = slot.read().ok().and_then(|c| c.clone());
+    match current {
+        Some(c) => Json(json!({
+            "RoleArn": c.role_arn,
+            "AccessKeyId": c.access_key_id,
+            "SecretAccessKey": c.secret_access_key,
+            "Token": c.token,
+            "Expiration": c.expiration,
+        }))
+        .into_response(),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "CredentialsUnavailable",
+            "The task's role credentials are not available yet",
+        ),
     }
 }
 

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use berth_agent_proto::{labels, AssignedTask, InstanceCredential, ReportRequest};
+use berth_agent_proto::{
+    labels, AssignedTask, InstanceCredential, ReportRequest, SecretValue, TaskRequest,
+};
 use berth_core::records::{ContainerReport, NetworkBinding, TaskReport};
 use berth_core::status::{
     ContainerStatus, DependencyCondition, DesiredStatus, HealthStatus, NetworkMode, Protocol,
@@ -25,8 +27,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::channel::Channel;
-use crate::metadata::{ContainerView, MetadataEndpoint, SharedView, TaskView};
+use crate::channel::{Channel, ChannelError};
+use crate::metadata::{ContainerView, MetadataEndpoint, SharedCredentials, SharedView, TaskView};
 use crate::setup::{self, TaskPlan};
 use crate::spec::{self, ContainerInputs, SpecContext, TaskSetup};
 
@@ -36,6 +38,13 @@ const DEPENDENCY_HEALTH_POLL: Duration = Duration::from_millis(500);
 const HEALTH_POLL: Duration = Duration::from_secs(2);
 const REPORT_BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const REPORT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long a task waits for an unreachable control plane to answer for its secrets or
+/// role credentials before it fails to start.
+const ASK_PATIENCE: Duration = Duration::from_secs(60);
+/// Role credentials are refreshed when a quarter of their lifetime is left; a failed
+/// refresh is retried within these bounds while the old credentials still serve.
+const REFRESH_RETRY_FIRST: Duration = Duration::from_secs(1);
+const REFRESH_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// What every runner shares.
 pub(crate) struct RunnerContext {
@@ -342,6 +351,13 @@ struct Runner {
     pause: Option<String>,
     /// What the task metadata endpoint shows of the task.
     view: SharedView,
+    /// The task role (`taskRoleArn`, overrides first), if any.
+    task_role: Option<String>,
+    /// The task role's credentials, served to the containers, and what refreshes them.
+    credentials: Option<SharedCredentials>,
+    refresher: Option<AbortOnDrop>,
+    /// Resolved `secrets` by container name, held only until the containers are created.
+    secrets: std::collections::HashMap<String, Vec<SecretValue>>,
     containers: Vec<Container>,
     desired: watch::Receiver<DesiredStatus>,
     /// A report's answer said the control plane wants the task stopped.
@@ -376,6 +392,7 @@ async fn run(
                 network_mode: NetworkMode::Bridge,
                 overrides: TaskOverride::default(),
                 plan: TaskPlan::default(),
+                task_role: None,
             },
             Some(StopCause::failed_to_start(format!(
                 "Invalid task definition: {e}"
@@ -387,6 +404,7 @@ async fn run(
         network_mode,
         overrides,
         plan,
+        task_role,
     } = parsed;
     let view = Arc::new(RwLock::new(TaskView {
         cluster: a.task.cluster.clone(),
@@ -416,6 +434,10 @@ async fn run(
         setup: TaskSetup::default(),
         pause: None,
         view,
+        task_role,
+        credentials: None,
+        refresher: None,
+        secrets: Default::default(),
         containers,
         desired,
         stop_answered: false,
@@ -449,6 +471,7 @@ struct Parsed {
     network_mode: NetworkMode,
     overrides: TaskOverride,
     plan: TaskPlan,
+    task_role: Option<String>,
 }
 
 fn parse(task: &AssignedTask) -> Result<Parsed, String> {
@@ -465,11 +488,17 @@ fn parse(task: &AssignedTask) -> Result<Parsed, String> {
         Some(m) => NetworkMode::parse(m).ok_or_else(|| format!("unknown network mode {m}"))?,
     };
     let plan = TaskPlan::of(&td, task.cpu, task.memory)?;
+    let task_role = overrides
+        .task_role_arn
+        .clone()
+        .or_else(|| td.task_role_arn.clone())
+        .filter(|r| !r.is_empty());
     Ok(Parsed {
         containers: containers_of(td)?,
         network_mode,
         overrides,
         plan,
+        task_role,
     })
 }
 
@@ -507,6 +536,9 @@ impl Runner {
                 c.status = ContainerStatus::Stopped;
                 c.reason = Some("The container was lost while the agent was away".into());
             }
+        }
+        if let Err(ending) = self.start_credentials().await {
+            return ending;
         }
         if let Err(ending) = self.start().await {
             return ending;
@@ -692,9 +724,20 @@ impl Runner {
             .filter(|_| networked)
             .and_then(|m| m.uri(self.network_mode, &token))
             .map(|uri| (uri, token.clone()));
+        let credentials = match (&self.ctx.metadata, &self.credentials) {
+            (Some(endpoint), Some(_)) if networked => {
+                let (id, token) = endpoint.task_credentials_ids(&self.task.task_arn);
+                endpoint
+                    .credentials_uri(self.network_mode, &id)
+                    .map(|uri| (uri, token))
+            }
+            _ => None,
+        };
         let inputs = ContainerInputs {
             env_files,
             metadata,
+            credentials,
+            secrets: self.secrets.get(&c.name).cloned().unwrap_or_default(),
         };
         let spec = spec::container_spec(&self.spec_context(), &c.def, overrides, &inputs)?;
         let id = self
@@ -710,6 +753,86 @@ impl Runner {
             self.containers[i].token = Some(token);
         }
         Ok(id)
+    }
+
+    /// Asks the control plane for the secrets of the containers about to be created.
+    /// `Some(reason)` when they cannot be had: the task stops without starting a container.
+    async fn fetch_secrets(&mut self, missing: &[usize]) -> Result<Option<String>, Ending> {
+        let wanted = missing.iter().any(|&i| {
+            self.containers[i]
+                .def
+                .secrets
+                .as_ref()
+                .is_some_and(|s| !s.is_empty())
+        });
+        if !wanted {
+            return Ok(None);
+        }
+        let req = TaskRequest {
+            instance: self.instance.clone(),
+            task_arn: self.task.task_arn.clone(),
+        };
+        let channel = self.ctx.channel.clone();
+        let answer = self
+            .interruptible(ask(|| channel.task_secrets(&req)))
+            .await?;
+        match answer {
+            Ok(a) => {
+                if let Some(failure) = a.failure {
+                    return Ok(Some(failure));
+                }
+                self.secrets = a
+                    .containers
+                    .into_iter()
+                    .map(|c| (c.container_name, c.secrets))
+                    .collect();
+                Ok(None)
+            }
+            Err(e) => Ok(Some(format!(
+                "ResourceInitializationError: unable to pull secrets or registry auth: {e}"
+            ))),
+        }
+    }
+
+    /// For a task with a role: gets its first credentials, serves them on the credentials
+    /// endpoint and keeps them fresh. Without them the task does not start.
+    async fn start_credentials(&mut self) -> Result<(), Ending> {
+        let Some(role) = self.task_role.clone() else {
+            return Ok(());
+        };
+        let Some(endpoint) = self.ctx.metadata.clone() else {
+            tracing::warn!(task = %self.task.task_arn,
+                "the task has a role but the agent serves no endpoint: its containers get no credentials");
+            return Ok(());
+        };
+        let req = TaskRequest {
+            instance: self.instance.clone(),
+            task_arn: self.task.task_arn.clone(),
+        };
+        let channel = self.ctx.channel.clone();
+        let first = self
+            .interruptible(ask(|| channel.task_credentials(&req)))
+            .await?;
+        let first = match first {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(self.failed(
+                    None,
+                    format!("ResourceInitializationError: unable to get credentials for the task role {role}: {e}"),
+                ))
+            }
+        };
+        let lifetime = Duration::from_secs(first.lifetime_seconds);
+        let slot: SharedCredentials = Arc::new(RwLock::new(Some(first)));
+        endpoint.register_credentials(&self.task.task_arn, &self.view, &slot);
+        self.refresher = Some(AbortOnDrop(tokio::spawn(refresh_credentials(
+            self.ctx.channel.clone(),
+            req,
+            Arc::clone(&slot),
+            lifetime,
+        ))));
+        self.credentials = Some(slot);
+        Ok(())
     }
 
     /// Pulls and creates what is missing, then starts the containers as their dependencies
@@ -728,6 +851,9 @@ impl Runner {
             }
             self.pull_started_at = Some(self.ctx.clock.now());
             self.report(TaskStatus::Pending, None).await;
+            if let Some(reason) = self.fetch_secrets(&missing).await? {
+                return Err(self.failed(None, reason));
+            }
             for &i in &missing {
                 let image = self.containers[i].def.image.clone().unwrap_or_default();
                 if let Err(e) = self.interruptible(runtime.ensure_image(&image)).await? {
@@ -746,6 +872,8 @@ impl Runner {
                     }
                 }
             }
+            // The values are in the containers' environment now; the runner forgets them.
+            self.secrets.clear();
         }
         let waiting_since = Instant::now();
         loop {
@@ -1190,9 +1318,18 @@ impl Runner {
         self.update_view(status);
         let report = TaskReport {
             status,
-            reason: cause.map(|c| c.reason.clone()),
+            // ECS keeps 255 characters of a reason; the control plane refuses longer ones.
+            reason: cause.map(|c| clip_reason(&c.reason)),
             stop_code: cause.map(|c| c.code),
-            containers: self.containers.iter().map(Container::report).collect(),
+            containers: self
+                .containers
+                .iter()
+                .map(|c| {
+                    let mut r = c.report();
+                    r.reason = r.reason.as_deref().map(clip_reason);
+                    r
+                })
+                .collect(),
             pull_started_at: self.pull_started_at,
             pull_stopped_at: self.pull_stopped_at,
             execution_stopped_at: None,
@@ -1284,4 +1421,78 @@ pub(crate) async fn cleanup(
         }
     }
     tracing::debug!(task = %task_arn, "task cleaned up");
+}
+
+/// A reason as ECS keeps it: its first 255 characters.
+fn clip_reason(reason: &str) -> String {
+    reason.chars().take(MAX_REASON_CHARS).collect()
+}
+
+/// The longest task or container reason the control plane takes (ECS's limit).
+const MAX_REASON_CHARS: usize = 255;
+
+/// A background job that ends with its owner.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends a message until the control plane answers it (refusals are answers), for at most
+/// [`ASK_PATIENCE`].
+async fn ask<T, Fut>(mut send: impl FnMut() -> Fut) -> Result<T, ChannelError>
+where
+    Fut: Future<Output = Result<T, ChannelError>>,
+{
+    let deadline = Instant::now() + ASK_PATIENCE;
+    let mut backoff = REPORT_BACKOFF_FIRST;
+    loop {
+        match send().await {
+            Err(ChannelError::Unavailable(e)) if Instant::now() + backoff < deadline => {
+                tracing::debug!(error = %e, "control plane unavailable; asking again");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(REPORT_BACKOFF_MAX);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Renews a task's role credentials when a quarter of their lifetime is left, until the
+/// control plane refuses (the task is over) or the runner ends.
+async fn refresh_credentials(
+    channel: Channel,
+    req: TaskRequest,
+    slot: SharedCredentials,
+    mut lifetime: Duration,
+) {
+    loop {
+        tokio::time::sleep((lifetime * 3 / 4).max(Duration::from_secs(1))).await;
+        let mut retry = REFRESH_RETRY_FIRST;
+        loop {
+            match channel.task_credentials(&req).await {
+                Ok(fresh) => {
+                    lifetime = Duration::from_secs(fresh.lifetime_seconds);
+                    if let Ok(mut s) = slot.write() {
+                        *s = Some(fresh);
+                    }
+                    tracing::debug!(task = %req.task_arn, "task role credentials refreshed");
+                    break;
+                }
+                Err(e) if e.is_refusal() => {
+                    tracing::warn!(task = %req.task_arn, error = %e,
+                        "task role credentials refused; no more refreshes");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(task = %req.task_arn, error = %e,
+                        "refreshing task role credentials failed; retrying");
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(REFRESH_RETRY_MAX);
+                }
+            }
+        }
+    }
 }

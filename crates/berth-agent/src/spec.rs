@@ -24,6 +24,9 @@ pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(180);
 pub const DEFAULT_SWAPPINESS: i64 = 60;
 /// The environment variable with the task metadata endpoint (v4).
 pub const METADATA_ENV: &str = "ECS_CONTAINER_METADATA_URI_V4";
+/// The ECS container credentials endpoint (task role), as the AWS SDKs read it.
+pub const CREDENTIALS_URI_ENV: &str = "AWS_CONTAINER_CREDENTIALS_FULL_URI";
+pub const CREDENTIALS_TOKEN_ENV: &str = "AWS_CONTAINER_AUTHORIZATION_TOKEN";
 /// The label with a container's metadata endpoint token, so a restarted agent answers it.
 pub const METADATA_TOKEN_LABEL: &str = "berth.metadata-token";
 /// The container name (label) of a task's pause container, as the ECS agent's.
@@ -93,6 +96,10 @@ pub struct ContainerInputs {
     pub env_files: Vec<(String, String)>,
     /// The container's task metadata endpoint (URI and token), if it can reach one.
     pub metadata: Option<(String, String)>,
+    /// The task role's credentials endpoint (URI and authorization token).
+    pub credentials: Option<(String, String)>,
+    /// The container's `secrets`, resolved (environment only: never a label or a log).
+    pub secrets: Vec<berth_agent_proto::SecretValue>,
 }
 
 /// The overrides for one container, if any.
@@ -173,11 +180,6 @@ fn refuse_unsupported(def: &ContainerDefinition) -> Result<(), String> {
         }
     };
     set(
-        def.secrets.as_ref().is_some_and(|s| !s.is_empty()),
-        "secrets",
-        "secrets cannot be fetched yet",
-    )?;
-    set(
         def.repository_credentials.is_some(),
         "repositoryCredentials",
         "private registry credentials come from the host's Docker",
@@ -203,7 +205,7 @@ fn refuse_unsupported(def: &ContainerDefinition) -> Result<(), String> {
         set(
             log.secret_options.as_ref().is_some_and(|s| !s.is_empty()),
             "logConfiguration.secretOptions",
-            "secrets cannot be fetched yet",
+            "berth does not pass secrets to log drivers",
         )?;
         match log.log_driver.as_deref() {
             Some(d @ ("awslogs" | "awsfirelens")) => {
@@ -322,6 +324,14 @@ pub fn container_spec(
     }
     if let Some((uri, _)) = &inputs.metadata {
         env.insert(METADATA_ENV.to_string(), uri.clone());
+    }
+    if let Some((uri, token)) = &inputs.credentials {
+        env.insert(CREDENTIALS_URI_ENV.to_string(), uri.clone());
+        env.insert(CREDENTIALS_TOKEN_ENV.to_string(), token.clone());
+    }
+    // Secrets last: a secret wins over a plain variable of the same name.
+    for s in &inputs.secrets {
+        env.insert(s.name.clone(), s.value.clone());
     }
 
     // berth's own labels win over dockerLabels of the same name.
@@ -661,6 +671,11 @@ mod tests {
         let inputs = ContainerInputs {
             env_files: vec![("A".into(), "0".into()), ("FROM_FILE".into(), "f".into())],
             metadata: Some(("http://172.17.0.1:5/v4/tok".into(), "tok".into())),
+            credentials: Some(("http://172.17.0.1:5/v2/credentials/id".into(), "ct".into())),
+            secrets: vec![berth_agent_proto::SecretValue {
+                name: "FROM_FILE".into(),
+                value: "secret".into(),
+            }],
         };
         let spec = container_spec(
             &ctx_with(NetworkMode::Bridge, &setup),
@@ -675,14 +690,21 @@ mod tests {
             spec.env,
             vec![
                 ("A".to_string(), "2".to_string()),
+                (CREDENTIALS_TOKEN_ENV.to_string(), "ct".to_string()),
+                (
+                    CREDENTIALS_URI_ENV.to_string(),
+                    "http://172.17.0.1:5/v2/credentials/id".to_string()
+                ),
                 (
                     METADATA_ENV.to_string(),
                     "http://172.17.0.1:5/v4/tok".to_string()
                 ),
-                ("FROM_FILE".to_string(), "f".to_string()),
+                // A secret wins over a variable of the same name.
+                ("FROM_FILE".to_string(), "secret".to_string()),
             ]
         );
         assert_eq!(spec.labels[METADATA_TOKEN_LABEL], "tok");
+        assert!(spec.labels.values().all(|v| v != "secret" && v != "ct"));
         assert_eq!(
             spec.labels[labels::TASK_ARN],
             "arn:aws:ecs:r:a:task/c/0123456789abcdef"
@@ -723,13 +745,14 @@ mod tests {
         };
         assert!(spec(NetworkMode::Bridge, &bad_port).is_err());
         assert!(spec(NetworkMode::Awsvpc, &web()).is_err());
-        let secrets: ContainerDefinition = serde_json::from_value(serde_json::json!({
-            "name": "web", "image": "i", "secrets": [{"name": "A", "valueFrom": "x"}]
+        let secret_options: ContainerDefinition = serde_json::from_value(serde_json::json!({
+            "name": "web", "image": "i", "logConfiguration": {"logDriver": "json-file",
+                "secretOptions": [{"name": "A", "valueFrom": "x"}]}
         }))
         .unwrap();
-        assert!(spec(NetworkMode::Bridge, &secrets)
+        assert!(spec(NetworkMode::Bridge, &secret_options)
             .unwrap_err()
-            .contains("secrets"));
+            .contains("secretOptions"));
         let awslogs: ContainerDefinition = serde_json::from_value(serde_json::json!({
             "name": "web", "image": "i", "logConfiguration": {"logDriver": "awslogs"}
         }))

@@ -59,6 +59,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(berth_agent_proto::paths::POLL, post(agent_poll))
         .route(berth_agent_proto::paths::REPORT, post(agent_report))
         .route(berth_agent_proto::paths::OWNERSHIP, post(agent_ownership))
+        .route(
+            berth_agent_proto::paths::TASK_SECRETS,
+            post(agent_task_secrets),
+        )
+        .route(
+            berth_agent_proto::paths::TASK_CREDENTIALS,
+            post(agent_task_credentials),
+        )
         .with_state(state)
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
@@ -146,6 +154,20 @@ async fn agent_report(State(state): State<Arc<AppState>>, body: Body) -> Respons
 async fn agent_ownership(State(state): State<Arc<AppState>>, body: Body) -> Response {
     agent_call(state, body, |s, req| async move {
         agent::ownership(&s.control, req).await
+    })
+    .await
+}
+
+async fn agent_task_secrets(State(state): State<Arc<AppState>>, body: Body) -> Response {
+    agent_call(state, body, |s, req| async move {
+        agent::task_secrets(&s.control, &s.iam, req).await
+    })
+    .await
+}
+
+async fn agent_task_credentials(State(state): State<Arc<AppState>>, body: Body) -> Response {
+    agent_call(state, body, |s, req| async move {
+        agent::task_credentials(&s.control, &s.iam, req).await
     })
     .await
 }

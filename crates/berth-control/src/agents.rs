@@ -393,6 +393,35 @@ impl Agents {
         tasks.apply_report(cluster, task, report).await
     }
 
+    /// The task, if it is live and assigned to `instance` whose agent `credential` checks
+    /// out: what an agent may ask about its task (secrets, role credentials) is gated here.
+    pub async fn live_task_of(
+        &self,
+        definitions: &TaskDefinitions,
+        cluster: &ClusterName,
+        instance: &InstanceId,
+        credential: &str,
+        task: &TaskId,
+    ) -> Result<(TaskRecord, Arc<TaskDefinitionRecord>), Error> {
+        self.authenticate(cluster, instance, credential).await?;
+        let record = self
+            .ctx
+            .store
+            .get_json::<TaskRecord>(&keys::task(cluster, task))
+            .await
+            .map_err(store_failure)?
+            .map(|(t, _)| t)
+            .filter(|t| t.desired.instance == *instance && t.is_live())
+            .ok_or_else(|| {
+                Error::new(
+                    berth_core::ErrorKind::AccessDenied,
+                    format!("Task {task} is not a live task of container instance {instance}."),
+                )
+            })?;
+        let definition = definitions.cached(&record.desired.task_definition).await?;
+        Ok((record, definition))
+    }
+
     /// Checks that `credential` is the agent credential of a registered instance.
     pub async fn authenticate(
         &self,

@@ -41,7 +41,7 @@ pub use identity::{Entity, IdentityStore, PolicySet};
 pub use model::{Caller, KeyOwner, Principal};
 pub use params::ParameterStore;
 pub use policy::{ContextKeys, ContextValue};
-pub use resolve::{ResolveError, SecretRef, TaskSecrets};
+pub use resolve::{ResolveError, SecretRef, TaskRoleError, TaskSecrets};
 pub use secrets::SecretStore;
 
 /// How requests are authenticated.

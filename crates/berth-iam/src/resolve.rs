@@ -8,11 +8,19 @@
 //!   (each part may be empty), e.g. `arn:aws:secretsmanager:r:a:secret:db-AbCdEf:password::`;
 //! - an SSM parameter ARN (`arn:aws:ssm:r:a:parameter/app/db`) or name (`/app/db`, `db`).
 //!
-//! The agent will call this over the agent channel when it starts a task (not wired yet:
-//! containers cannot receive secrets until the agent side exists).
+//! The agent asks for a task's values over the agent channel when it starts the task and
+//! puts them in the containers' environment; nothing else keeps them.
+//!
+//! Also here: credentials for a task's role (`taskRoleArn`), a session ECS (the service
+//! principal `ecs-tasks.amazonaws.com`) assumes on the task's behalf.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::authz::Check;
 use crate::error::IamError;
+use crate::identity::SessionCredentials;
+use crate::model::RoleRecord;
 use crate::model::{Caller, Principal};
 use crate::policy::eval::{evaluate_trust, TrustCaller, TrustDecision};
 use crate::policy::{ContextKeys, RequestContext};
@@ -99,6 +107,16 @@ pub struct ResolveError {
     pub message: String,
 }
 
+/// Why a task's role credentials cannot be issued.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskRoleError {
+    /// The role is missing or does not trust `ecs-tasks.amazonaws.com`.
+    #[error("{message}")]
+    NotTrusted { message: String },
+    #[error(transparent)]
+    Internal(IamError),
+}
+
 const PREFIX: &str = "ResourceInitializationError: unable to pull secrets or registry auth";
 
 fn fail(detail: impl std::fmt::Display) -> ResolveError {
@@ -122,7 +140,95 @@ fn ssm_fail(e: &IamError) -> ResolveError {
     ))
 }
 
+/// How long a task role session lasts (as ECS: hours, refreshed well before the end); the
+/// test-only session cap shortens it.
+pub const TASK_ROLE_SESSION: Duration = Duration::from_secs(6 * 3600);
+
+/// ECS's words when a role passed for a task does not trust it.
+fn cannot_assume(role_arn: &str) -> String {
+    format!(
+        "ECS was unable to assume the role '{role_arn}' that was provided for this task. \
+         Please verify that the role being passed has the proper trust relationship and \
+         permissions and that your IAM user has permissions to pass this role."
+    )
+}
+
 impl Iam {
+    /// The role, if its trust policy lets `ecs-tasks.amazonaws.com` assume it for this
+    /// task (`aws:SourceAccount` and `aws:SourceArn` are the task's, for the confused-deputy
+    /// conditions AWS recommends).
+    fn role_for_ecs_tasks(
+        &self,
+        role_arn: &str,
+        task_arn: &str,
+    ) -> Result<Arc<RoleRecord>, String> {
+        let role = self
+            .identities
+            .role_by_arn(role_arn)
+            .ok_or_else(|| cannot_assume(role_arn))?;
+        let trust = self
+            .identities
+            .trust_policy(&role.name)
+            .ok_or_else(|| cannot_assume(role_arn))?;
+        let mut keys = ContextKeys::new();
+        keys.set_one("aws:SourceAccount", self.config.account.clone());
+        keys.set_one("aws:SourceArn", task_arn.to_string());
+        let trusted = evaluate_trust(
+            &trust,
+            &TrustCaller {
+                arns: &[],
+                account: &self.config.account,
+                services: &[ECS_TASKS_SERVICE],
+            },
+            &RequestContext {
+                action: "sts:AssumeRole",
+                resource: role_arn,
+                keys: &keys,
+            },
+        );
+        let decision = if trusted == TrustDecision::AllowedByName {
+            "allow"
+        } else {
+            "deny"
+        };
+        tracing::info!(
+            target: "berth::audit",
+            principal = ECS_TASKS_SERVICE,
+            task = task_arn,
+            action = "sts:AssumeRole",
+            resource = role_arn,
+            decision,
+            reason = "trust policy",
+            "authorization"
+        );
+        if trusted != TrustDecision::AllowedByName {
+            return Err(cannot_assume(role_arn));
+        }
+        Ok(role)
+    }
+
+    /// Credentials for a task's role: ECS assumes it for the task (session name = the task
+    /// id). Fails with ECS's "unable to assume the role" message unless the role trusts
+    /// `ecs-tasks.amazonaws.com`.
+    pub async fn task_role_credentials(
+        &self,
+        role_arn: &str,
+        task_arn: &str,
+    ) -> Result<SessionCredentials, TaskRoleError> {
+        let role = self
+            .role_for_ecs_tasks(role_arn, task_arn)
+            .map_err(|message| TaskRoleError::NotTrusted { message })?;
+        let task_id = task_arn.rsplit('/').next().unwrap_or(task_arn);
+        let mut lifetime = TASK_ROLE_SESSION;
+        if let Some(cap) = self.config.max_session_lifetime {
+            lifetime = lifetime.min(cap);
+        }
+        self.identities
+            .create_session(role, task_id, lifetime)
+            .await
+            .map_err(TaskRoleError::Internal)
+    }
+
     /// Resolves every secret of a task with the permissions of its execution role.
     /// Returns `(name, value)` in the order given.
     pub async fn resolve_secrets(
@@ -138,38 +244,9 @@ impl Iam {
                  ECS fetches secrets with",
             ));
         };
-        let cannot_assume = || {
-            fail(format!(
-                "ECS was unable to assume the role '{role_arn}' that was provided for this task. \
-                 Please verify that the role being passed has the proper trust relationship and \
-                 permissions and that your IAM user has permissions to pass this role."
-            ))
-        };
         let role = self
-            .identities
-            .role_by_arn(role_arn)
-            .ok_or_else(cannot_assume)?;
-        let trust = self
-            .identities
-            .trust_policy(&role.name)
-            .ok_or_else(cannot_assume)?;
-        let keys = ContextKeys::new();
-        let trusted = evaluate_trust(
-            &trust,
-            &TrustCaller {
-                arns: &[],
-                account: &self.config.account,
-                services: &[ECS_TASKS_SERVICE],
-            },
-            &RequestContext {
-                action: "sts:AssumeRole",
-                resource: role_arn,
-                keys: &keys,
-            },
-        );
-        if trusted != TrustDecision::AllowedByName {
-            return Err(cannot_assume());
-        }
+            .role_for_ecs_tasks(role_arn, task.task_arn)
+            .map_err(fail)?;
         let task_id = task.task_arn.rsplit('/').next().unwrap_or(task.task_arn);
         let caller = Caller {
             principal: Principal::AssumedRole {

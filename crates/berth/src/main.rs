@@ -502,10 +502,18 @@ async fn run_agent(config: AgentConfig, shutdown: watch::Receiver<bool>) -> anyh
 
 fn init_tracing() {
     use std::io::IsTerminal;
+    let directives = std::env::var("BERTH_LOG").unwrap_or_else(|_| "info".into());
+    // bollard's debug output dumps container configurations, environment included, which
+    // holds the tasks' secrets: it stays at info unless named on purpose.
+    let directives = if directives.contains("bollard") {
+        directives
+    } else {
+        format!("{directives},bollard=info")
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_new(&directives)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,bollard=info")),
         )
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_writer(std::io::stderr)

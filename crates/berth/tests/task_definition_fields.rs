@@ -907,9 +907,10 @@ async fn members_berth_cannot_apply_are_refused() {
     let cases = [
         (
             container(
-                json!({"secrets": [{"name": "A", "valueFrom": "arn:aws:secretsmanager:r:a:secret:x"}]}),
+                json!({"logConfiguration": {"logDriver": "json-file", "secretOptions":
+                    [{"name": "A", "valueFrom": "arn:aws:secretsmanager:r:a:secret:x"}]}}),
             ),
-            "containerDefinitions[0].secrets",
+            "containerDefinitions[0].logConfiguration.secretOptions",
         ),
         (
             container(json!({"repositoryCredentials": {"credentialsParameter": "arn:x"}})),
@@ -942,10 +943,6 @@ async fn members_berth_cannot_apply_are_refused() {
             "volumes[0].efsVolumeConfiguration",
         ),
         (
-            task(json!({"taskRoleArn": "arn:aws:iam::000000000000:role/app"})),
-            "taskRoleArn",
-        ),
-        (
             task(json!({"runtimePlatform": {"operatingSystemFamily": "WINDOWS_SERVER_2022_CORE"}})),
             "operatingSystemFamily",
         ),
@@ -965,16 +962,10 @@ async fn members_berth_cannot_apply_are_refused() {
     .await;
 
     api.create_cluster("refused").await;
-    for (overrides, named) in [
-        (
-            json!({"taskRoleArn": "arn:aws:iam::000000000000:role/app"}),
-            "overrides.taskRoleArn",
-        ),
-        (
-            json!({"containerOverrides": [{"name": "app", "resourceRequirements": [{"type": "GPU", "value": "1"}]}]}),
-            "overrides.containerOverrides[0].resourceRequirements",
-        ),
-    ] {
+    for (overrides, named) in [(
+        json!({"containerOverrides": [{"name": "app", "resourceRequirements": [{"type": "GPU", "value": "1"}]}]}),
+        "overrides.containerOverrides[0].resourceRequirements",
+    )] {
         let message = api
             .err(
                 "RunTask",

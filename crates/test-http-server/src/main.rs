@@ -11,10 +11,14 @@
 //! * `/health`      -> `200 ok`
 //! * `/env/<NAME>`  -> `200 <value of NAME>` or `404`
 //! * `/exit/<code>` -> `200`, then the process exits with `<code>` (0..=255)
+//! * `/aws/ecs/ListClusters` -> berth's answer to an ECS `ListClusters` signed with the
+//!   task role's credentials (see `aws`), or `502` with why it could not be sent
 //! * anything else  -> `404`
 //!
 //! Malformed requests get a `400`. Every response carries `Content-Length` and
 //! `Connection: close`; one log line per request is printed to stdout.
+
+mod aws;
 
 use std::env;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -179,14 +183,16 @@ fn reason_phrase(status: u16) -> &'static str {
         408 => "Request Timeout",
         414 => "URI Too Long",
         431 => "Request Header Fields Too Large",
+        403 => "Forbidden",
         500 => "Internal Server Error",
+        502 => "Bad Gateway",
         505 => "HTTP Version Not Supported",
         _ => "Unknown",
     }
 }
 
 /// Maps a request to a response. `env_lookup` returns the value of an
-/// environment variable (injected to keep this function pure).
+/// environment variable (injected to keep this function pure, but for `/aws/...`).
 fn route(
     method: &str,
     target: &str,
@@ -203,6 +209,11 @@ fn route(
             Response::new(200, format!("{greeting} from {hostname}\n"))
         }
         "/health" => Response::new(200, "ok"),
+        // The one route with I/O: it acts as a task's AWS SDK would.
+        "/aws/ecs/ListClusters" => match aws::ecs_list_clusters(&env_lookup) {
+            Ok((status, body)) => Response::new(status, body),
+            Err(e) => Response::new(502, format!("{e}\n")),
+        },
         _ => {
             if let Some(name) = path.strip_prefix("/env/") {
                 if !is_valid_env_name(name) {

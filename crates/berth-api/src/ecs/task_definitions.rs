@@ -823,9 +823,14 @@ mod tests {
                 "LINUX",
             ),
             (
-                json!({"executionRoleArn": "arn:x", "taskRoleArn": "arn:y"}),
-                json!({}),
-                "taskRoleArn",
+                json!({"taskRoleArn": "arn:aws:iam::000000000000:role/app"}),
+                json!({"secrets": [{"name": "A", "valueFrom": "/p"}]}),
+                "you must also specify a value for 'executionRoleArn'",
+            ),
+            (
+                json!({"executionRoleArn": "arn:aws:iam::000000000000:role/exec"}),
+                json!({"secrets": [{"name": "A", "valueFrom": "arn:aws:s3:::b/k"}]}),
+                "unsupported secret source",
             ),
         ];
         for (task, c, says) in refused {

@@ -108,8 +108,36 @@ pub struct TaskContext<'a> {
     pub names: &'a BTreeSet<String>,
 }
 
-/// The task-level members: volumes, PID/IPC modes, runtime platform.
+/// The task-level members: volumes, PID/IPC modes, runtime platform, the execution role
+/// that secrets need.
 pub fn task(req: &ecs::RegisterTaskDefinitionRequest) -> Result<BTreeSet<String>, Error> {
+    let has_secrets = req
+        .container_definitions
+        .iter()
+        .flatten()
+        .any(|c| c.secrets.as_ref().is_some_and(|s| !s.is_empty()));
+    if has_secrets && req.execution_role_arn.as_deref().is_none_or(str::is_empty) {
+        // ECS's words: secrets are fetched with the execution role, so one is required.
+        return Err(Error::client(
+            "When you are specifying container secrets, you must also specify a value for 'executionRoleArn'.",
+        ));
+    }
+    for c in req.container_definitions.iter().flatten() {
+        for s in c.secrets.iter().flatten() {
+            let (Some(name), Some(from)) = (s.name.as_deref(), s.value_from.as_deref()) else {
+                return Err(container_error(
+                    c.name.as_deref().unwrap_or_default(),
+                    "Each secret needs a name and a valueFrom.",
+                ));
+            };
+            if let Err(e) = berth_iam::resolve::parse_value_from(from) {
+                return Err(container_error(
+                    c.name.as_deref().unwrap_or_default(),
+                    format!("secret {name}: {e}"),
+                ));
+            }
+        }
+    }
     if let Some(mode) = req.pid_mode.as_deref() {
         if !ecs::enums::PID_MODE.contains(&mode) {
             return Err(Error::client(format!(

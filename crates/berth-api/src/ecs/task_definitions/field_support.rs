@@ -78,6 +78,7 @@ pub const NESTED: &[(&str, &str, &str)] = &[
         "ContainerRestartPolicy",
     ),
     ("ContainerDefinition", "environment", "KeyValuePair"),
+    ("ContainerDefinition", "secrets", "Secret"),
     ("ContainerDefinition", "environmentFiles", "EnvironmentFile"),
     ("ContainerDefinition", "mountPoints", "MountPoint"),
     ("ContainerDefinition", "volumesFrom", "VolumeFrom"),
@@ -156,6 +157,16 @@ pub const APPLIED: &[Field] = &[
         "runtimePlatform",
         "`operatingSystemFamily` must be `LINUX`; a task whose `cpuArchitecture` differs from the host's fails to start.",
     ),
+    f(
+        "RegisterTaskDefinitionRequest",
+        "taskRoleArn",
+        "The role must trust `ecs-tasks.amazonaws.com`. The agent serves the role's temporary credentials to the containers (`AWS_CONTAINER_CREDENTIALS_FULL_URI` + `AWS_CONTAINER_AUTHORIZATION_TOKEN`), refreshed before they expire.",
+    ),
+    f(
+        "RegisterTaskDefinitionRequest",
+        "executionRoleArn",
+        "Resolves the containers' `secrets` (it must trust `ecs-tasks.amazonaws.com`). berth pulls images with the host's Docker credentials (berth has no private registry yet) and has no awslogs.",
+    ),
     // ContainerDefinition
     f("ContainerDefinition", "name", ""),
     f(
@@ -193,6 +204,17 @@ pub const APPLIED: &[Field] = &[
     f("ContainerDefinition", "entryPoint", ""),
     f("ContainerDefinition", "command", ""),
     f("ContainerDefinition", "environment", ""),
+    f(
+        "ContainerDefinition",
+        "secrets",
+        "Resolved at launch with the execution role's permissions and put in the container's environment only (never in the task, a Describe* answer or a log); one that cannot be resolved stops the task with `ResourceInitializationError`. A secret wins over an `environment` variable of the same name.",
+    ),
+    f("Secret", "name", "The environment variable."),
+    f(
+        "Secret",
+        "valueFrom",
+        "A Secrets Manager secret (ARN, with optional `:json-key:version-stage:version-id`) or an SSM parameter (ARN or name).",
+    ),
     f(
         "ContainerDefinition",
         "environmentFiles",
@@ -425,6 +447,16 @@ pub const APPLIED: &[Field] = &[
     f("TaskOverride", "containerOverrides", ""),
     f(
         "TaskOverride",
+        "taskRoleArn",
+        "Replaces the definition's `taskRoleArn`.",
+    ),
+    f(
+        "TaskOverride",
+        "executionRoleArn",
+        "Replaces the definition's `executionRoleArn`.",
+    ),
+    f(
+        "TaskOverride",
         "cpu",
         "Replaces the task-level `cpu` (placement and cgroup).",
     ),
@@ -454,11 +486,6 @@ pub const APPLIED: &[Field] = &[
 pub const REJECTED: &[Field] = &[
     f(
         "RegisterTaskDefinitionRequest",
-        "taskRoleArn",
-        "task IAM roles need a credentials endpoint for the containers, which berth does not have yet.",
-    ),
-    f(
-        "RegisterTaskDefinitionRequest",
         "proxyConfiguration",
         "App Mesh proxy configuration needs the awsvpc network mode.",
     ),
@@ -471,11 +498,6 @@ pub const REJECTED: &[Field] = &[
         "ContainerDefinition",
         "repositoryCredentials",
         "private registry credentials come from Secrets Manager, which berth does not serve yet; give the host's Docker the credentials instead.",
-    ),
-    f(
-        "ContainerDefinition",
-        "secrets",
-        "berth cannot fetch secrets from Secrets Manager or SSM yet.",
     ),
     f(
         "ContainerDefinition",
@@ -500,7 +522,7 @@ pub const REJECTED: &[Field] = &[
     f(
         "LogConfiguration",
         "secretOptions",
-        "berth cannot fetch secrets from Secrets Manager or SSM yet.",
+        "berth does not pass secrets to log drivers (Docker log options are readable by anyone who can inspect the container); use `options` or the container's `secrets`.",
     ),
     f(
         "Volume",
@@ -523,11 +545,6 @@ pub const REJECTED: &[Field] = &[
         "volumes configured at launch (Amazon EBS) are not available.",
     ),
     f(
-        "TaskOverride",
-        "taskRoleArn",
-        "task IAM roles need a credentials endpoint for the containers, which berth does not have yet.",
-    ),
-    f(
         "ContainerOverride",
         "resourceRequirements",
         "berth cannot assign GPUs or inference accelerators to containers.",
@@ -535,11 +552,6 @@ pub const REJECTED: &[Field] = &[
 ];
 
 pub const STORED_NO_EFFECT: &[Field] = &[
-    f(
-        "RegisterTaskDefinitionRequest",
-        "executionRoleArn",
-        "ECS uses it only to pull private ECR images and to fetch secrets and send awslogs for the task; berth pulls with the host's Docker credentials and refuses secrets and awslogs.",
-    ),
     f(
         "RegisterTaskDefinitionRequest",
         "inferenceAccelerators",
@@ -550,11 +562,7 @@ pub const STORED_NO_EFFECT: &[Field] = &[
         "ephemeralStorage",
         "Fargate only; ECS ignores it for EC2.",
     ),
-    f(
-        "PortMapping",
-        "name",
-        "Used by Service Connect only.",
-    ),
+    f("PortMapping", "name", "Used by Service Connect only."),
     f(
         "PortMapping",
         "appProtocol",
@@ -564,11 +572,6 @@ pub const STORED_NO_EFFECT: &[Field] = &[
         "TaskOverride",
         "inferenceAcceleratorOverrides",
         "Elastic Inference is discontinued.",
-    ),
-    f(
-        "TaskOverride",
-        "executionRoleArn",
-        "As the definition's `executionRoleArn`.",
     ),
     f(
         "TaskOverride",
