@@ -129,7 +129,7 @@ pub const APPLIED: &[Field] = &[
     f(
         "RegisterTaskDefinitionRequest",
         "requiresCompatibilities",
-        "Checked at launch: only EC2 launches.",
+        "EC2 and EXTERNAL run on container instances; FARGATE is refused at registration (after ECS's Fargate checks): berth has no Fargate capacity.",
     ),
     f(
         "RegisterTaskDefinitionRequest",
