@@ -334,34 +334,22 @@ def test_an_unserved_json_service_gets_a_json_error(berth_url):
 # --------------------------------------------------------------------- validation order
 
 
-def test_describe_tasks_checks_the_cluster_before_the_list(ecs, unique_name, cluster):
+@pytest.mark.parametrize(
+    "operation, member, code, message",
+    [
+        ("describe_tasks", "tasks", "InvalidParameterException", "Tasks cannot be empty."),
+        ("describe_services", "services", "InvalidParameterException", "Services cannot be empty."),
+        ("describe_container_instances", "containerInstances", "ClientException", "Container Instances cannot be empty."),
+    ],
+)
+def test_describe_calls_check_the_cluster_before_the_list(ecs, unique_name, cluster, operation, member, code, message):
+    call = getattr(ecs, operation)
     with pytest.raises(ClientError) as e:
-        ecs.describe_tasks(cluster=unique_name("missing"), tasks=[])
+        call(cluster=unique_name("missing"), **{member: []})
     assert error_code(e) == "ClusterNotFoundException"
     with pytest.raises(ClientError) as e:
-        ecs.describe_tasks(cluster=cluster, tasks=[])
-    assert error_code(e) == "InvalidParameterException"
-    assert e.value.response["Error"]["Message"] == "Tasks cannot be empty."
-
-
-def test_describe_services_checks_the_cluster_before_the_list(ecs, unique_name, cluster):
-    with pytest.raises(ClientError) as e:
-        ecs.describe_services(cluster=unique_name("missing"), services=[])
-    assert error_code(e) == "ClusterNotFoundException"
-    with pytest.raises(ClientError) as e:
-        ecs.describe_services(cluster=cluster, services=[])
-    assert error_code(e) == "InvalidParameterException"
-    assert e.value.response["Error"]["Message"] == "Services cannot be empty."
-
-
-def test_describe_container_instances_checks_the_cluster_before_the_list(ecs, unique_name, cluster):
-    with pytest.raises(ClientError) as e:
-        ecs.describe_container_instances(cluster=unique_name("missing"), containerInstances=[])
-    assert error_code(e) == "ClusterNotFoundException"
-    with pytest.raises(ClientError) as e:
-        ecs.describe_container_instances(cluster=cluster, containerInstances=[])
-    assert error_code(e) == "ClientException"
-    assert e.value.response["Error"]["Message"] == "Container Instances cannot be empty."
+        call(cluster=cluster, **{member: []})
+    assert (error_code(e), e.value.response["Error"]["Message"]) == (code, message)
 
 
 # --------------------------------------------------------------------- compatibilities

@@ -671,16 +671,44 @@ pub async fn list_deployments(
 /// A service deployment ARN: `…:service-deployment/<cluster>/<service>/<id>`. berth's
 /// ids are numbers; another well-formed id names a deployment berth does not have (None).
 fn deployment_arn(arn: &str) -> Result<(ClusterName, ServiceName, Option<DeploymentId>), Error> {
-    let bad = || Error::invalid(format!("{arn} is not a service deployment ARN."));
+    service_child_arn(
+        arn,
+        berth_core::ResourceKind::ServiceDeployment,
+        "service deployment",
+    )
+}
+
+/// `…:<kind>/<cluster>/<service>/<id>` for a resource named by a deployment id.
+fn service_child_arn(
+    arn: &str,
+    kind: berth_core::ResourceKind,
+    what: &str,
+) -> Result<(ClusterName, ServiceName, Option<DeploymentId>), Error> {
+    let bad = || Error::invalid(format!("{arn} is not a {what} ARN."));
     let parsed = berth_core::Arn::parse(arn).map_err(|_| bad())?;
-    match (parsed.kind, parsed.segments().as_slice()) {
-        (berth_core::ResourceKind::ServiceDeployment, [c, s, n]) if !n.is_empty() => Ok((
+    match parsed.segments().as_slice() {
+        [c, s, n] if parsed.kind == kind && !n.is_empty() => Ok((
             ClusterName::new(*c).map_err(|_| bad())?,
             ServiceName::new(*s).map_err(|_| bad())?,
             DeploymentId::new(format!("ecs-svc/{n}")).ok(),
         )),
         _ => Err(bad()),
     }
+}
+
+/// The service as it is now, if it exists.
+async fn live_service(
+    cp: &ControlPlane,
+    cluster: &ClusterName,
+    name: &ServiceName,
+) -> Option<ServiceRecord> {
+    cp.services
+        .describe(cluster, std::slice::from_ref(name), false)
+        .await
+        .ok()
+        .and_then(|v| v.into_iter().next())
+        .and_then(|r| r.ok())
+        .map(|v| v.record)
 }
 
 pub async fn describe_deployments(
@@ -698,14 +726,7 @@ pub async fn describe_deployments(
             Some(id) => cp.services.deployment(&cluster, &name, id).await?,
             None => None,
         };
-        let live = cp
-            .services
-            .describe(&cluster, std::slice::from_ref(&name), false)
-            .await
-            .ok()
-            .and_then(|v| v.into_iter().next())
-            .and_then(|r| r.ok())
-            .map(|v| v.record);
+        let live = live_service(cp, &cluster, &name).await;
         match found {
             Some(d) => out
                 .service_deployments
@@ -751,23 +772,6 @@ pub async fn stop_deployment(
 
 // ---------------------------------------------------------------- service revisions
 
-/// A service revision ARN: `…:service-revision/<cluster>/<service>/<id>`. A revision is
-/// the configuration a deployment rolled out, so berth's revision ids are its deployment ids.
-fn revision_arn_parts(
-    arn: &str,
-) -> Result<(ClusterName, ServiceName, Option<DeploymentId>), Error> {
-    let bad = || Error::invalid(format!("{arn} is not a service revision ARN."));
-    let parsed = berth_core::Arn::parse(arn).map_err(|_| bad())?;
-    match (parsed.kind, parsed.segments().as_slice()) {
-        (berth_core::ResourceKind::ServiceRevision, [c, s, n]) if !n.is_empty() => Ok((
-            ClusterName::new(*c).map_err(|_| bad())?,
-            ServiceName::new(*s).map_err(|_| bad())?,
-            DeploymentId::new(format!("ecs-svc/{n}")).ok(),
-        )),
-        _ => Err(bad()),
-    }
-}
-
 /// DescribeServiceRevisions: what each revision ran (task definition, launch type and the
 /// images of its containers), from the deployment that rolled it out.
 pub async fn describe_revisions(
@@ -780,7 +784,12 @@ pub async fn describe_revisions(
         failures: Some(vec![]),
     };
     for arn in berth_control::dedup(given) {
-        let (cluster, name, id) = revision_arn_parts(&arn)?;
+        // A revision is the configuration a deployment rolled out: its id is the deployment's.
+        let (cluster, name, id) = service_child_arn(
+            &arn,
+            berth_core::ResourceKind::ServiceRevision,
+            "service revision",
+        )?;
         let found = match &id {
             Some(id) => cp.services.deployment(&cluster, &name, id).await?,
             None => None,
@@ -791,14 +800,9 @@ pub async fn describe_revisions(
                 .push(render::failure(arn.clone(), "MISSING"));
             continue;
         };
-        let launch_type = cp
-            .services
-            .describe(&cluster, std::slice::from_ref(&name), false)
+        let launch_type = live_service(cp, &cluster, &name)
             .await
-            .ok()
-            .and_then(|v| v.into_iter().next())
-            .and_then(|r| r.ok())
-            .map_or(LaunchType::Ec2, |v| v.record.spec.launch_type);
+            .map_or(LaunchType::Ec2, |s| s.spec.launch_type);
         let images = cp
             .task_definitions
             .cached(&d.target)
