@@ -42,21 +42,8 @@ fn volume_exists(name: &str) -> bool {
     docker(&["volume", "inspect", name]).0
 }
 
-/// A dev cluster with its agent joined and connected.
 async fn cluster(api: &Api, name: &str) -> String {
-    let cluster = unique(name);
-    api.create_cluster(&cluster).await;
-    let instance = api.wait_instances(&cluster, 1).await.remove(0);
-    eventually("the agent to be connected", RUNNING, || async {
-        let i = api.describe_instance(&cluster, &instance).await;
-        if i["agentConnected"] == true {
-            Ok(())
-        } else {
-            Err(i)
-        }
-    })
-    .await;
-    cluster
+    api.connected_cluster(&unique(name)).await
 }
 
 async fn register(api: &Api, body: Value) -> String {

@@ -185,21 +185,8 @@ async fn task_role(api: &Api, name: &str, policy: Option<Value>) -> String {
     format!("arn:aws:iam::{ACCOUNT}:role/{name}")
 }
 
-/// A dev cluster with its agent joined and connected.
 async fn cluster(api: &Api, name: &str) -> String {
-    let cluster = unique(name);
-    api.create_cluster(&cluster).await;
-    let instance = api.wait_instances(&cluster, 1).await.remove(0);
-    eventually("the agent to be connected", RUNNING, || async {
-        let i = api.describe_instance(&cluster, &instance).await;
-        if i["agentConnected"] == true {
-            Ok(())
-        } else {
-            Err(i)
-        }
-    })
-    .await;
-    cluster
+    api.connected_cluster(&unique(name)).await
 }
 
 async fn run(api: &Api, cluster: &str, family: &str, status: &str) -> Value {

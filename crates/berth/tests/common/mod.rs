@@ -405,6 +405,26 @@ impl Api {
     }
 
     /// Waits until the cluster has `n` container instances (the dev agent joins new clusters).
+    /// Creates `cluster` and waits until a (dev) agent has joined it and is connected.
+    pub async fn connected_cluster(&self, cluster: &str) -> String {
+        self.create_cluster(cluster).await;
+        let instance = self.wait_instances(cluster, 1).await.remove(0);
+        eventually(
+            "the agent to be connected",
+            Duration::from_secs(60),
+            || async {
+                let i = self.describe_instance(cluster, &instance).await;
+                if i["agentConnected"] == true {
+                    Ok(())
+                } else {
+                    Err(i)
+                }
+            },
+        )
+        .await;
+        cluster.to_string()
+    }
+
     pub async fn wait_instances(&self, cluster: &str, n: usize) -> Vec<String> {
         let what = format!("{n} container instance(s) in {cluster}");
         eventually(&what, Duration::from_secs(30), || async {
