@@ -124,7 +124,7 @@ pub(crate) fn denial_message(
 fn audit(caller: &Caller, action: &str, resource: &str, decision: &str, reason: &str) {
     tracing::info!(
         target: "berth::audit",
-        principal = %caller.arn(),
+        principal = %caller.arn_display(),
         access_key = %caller.access_key_id,
         action,
         resource,

@@ -492,6 +492,48 @@ impl IdentityStore {
 
     /// The secret and principal of an access key id (long-term or session).
     pub fn key_material(&self, access_key_id: &str) -> Result<Option<KeyMaterial>> {
+        // The common case, read in place: a long-term key whose secret is already open.
+        {
+            let view = self.view.read().expect("identity view");
+            if let Some(k) = view.keys.get(access_key_id) {
+                let principal = match &k.owner {
+                    KeyOwner::Root => Principal::Root,
+                    KeyOwner::User(name) => {
+                        let lower: std::borrow::Cow<'_, str> = if name
+                            .bytes()
+                            .any(|b| b.is_ascii_uppercase() || !b.is_ascii())
+                        {
+                            name.to_lowercase().into()
+                        } else {
+                            name.as_str().into()
+                        };
+                        let Some(user) = view.users.get(lower.as_ref()) else {
+                            return Ok(None);
+                        };
+                        Principal::User {
+                            name: user.name.clone(),
+                            id: user.id.clone(),
+                            arn: user.arn.clone(),
+                        }
+                    }
+                };
+                let open = self
+                    .opened
+                    .lock()
+                    .expect("opened secrets")
+                    .get(&k.id)
+                    .filter(|(sealed, _)| *sealed == k.secret)
+                    .map(|(_, open)| Arc::clone(open));
+                if let Some(secret) = open {
+                    return Ok(Some(KeyMaterial {
+                        principal,
+                        secret,
+                        session: None,
+                        active: k.status == KeyStatus::Active,
+                    }));
+                }
+            }
+        }
         let (record, session) = {
             let view = self.view.read().expect("identity view");
             (
@@ -772,7 +814,10 @@ impl IdentityStore {
                         .put_json(&key, &user)
                         .delete(access_key_key(id));
                     match self.commit(txn).await {
-                        Ok(_) => return Ok(()),
+                        Ok(_) => {
+                            crate::sigv4::forget_signing_keys(id);
+                            return Ok(());
+                        }
                         Err(StoreError::Conflict { .. }) => continue,
                         Err(e) => return Err(e.into()),
                     }
@@ -780,6 +825,7 @@ impl IdentityStore {
                 self.commit(Txn::new().delete(access_key_key(id))).await?;
             }
         }
+        crate::sigv4::forget_signing_keys(id);
         Ok(())
     }
 
@@ -798,8 +844,11 @@ impl IdentityStore {
                 Ok(())
             },
         )
-        .await
-        .map(drop)
+        .await?;
+        if status != KeyStatus::Active {
+            crate::sigv4::forget_signing_keys(id);
+        }
+        Ok(())
     }
 
     /// Makes the root's admin key on the first start of a store; later starts do nothing.

@@ -190,6 +190,29 @@ pub struct Caller {
     pub access_key_id: String,
 }
 
+/// A caller's ARN, written as [`Caller::arn`] returns it.
+#[derive(Debug, Clone, Copy)]
+pub struct CallerArn<'a>(&'a Caller);
+
+impl std::fmt::Display for CallerArn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let caller = self.0;
+        match &caller.principal {
+            Principal::Root => write!(f, "arn:aws:iam::{}:root", caller.account),
+            Principal::User { arn, .. } => f.write_str(arn),
+            Principal::AssumedRole {
+                role_name,
+                session_name,
+                ..
+            } => write!(
+                f,
+                "arn:aws:sts::{}:assumed-role/{role_name}/{session_name}",
+                caller.account
+            ),
+        }
+    }
+}
+
 impl Caller {
     pub fn root(account: impl Into<String>, access_key_id: impl Into<String>) -> Self {
         Self {
@@ -202,17 +225,14 @@ impl Caller {
     /// The principal's ARN, as `GetCallerIdentity` and AccessDenied messages show it.
     pub fn arn(&self) -> String {
         match &self.principal {
-            Principal::Root => format!("arn:aws:iam::{}:root", self.account),
             Principal::User { arn, .. } => arn.clone(),
-            Principal::AssumedRole {
-                role_name,
-                session_name,
-                ..
-            } => format!(
-                "arn:aws:sts::{}:assumed-role/{role_name}/{session_name}",
-                self.account
-            ),
+            _ => self.arn_display().to_string(),
         }
+    }
+
+    /// [`arn`](Self::arn) without building the string (for log fields).
+    pub fn arn_display(&self) -> CallerArn<'_> {
+        CallerArn(self)
     }
 
     /// `GetCallerIdentity`'s `UserId`.

@@ -169,14 +169,22 @@ pub fn format_amz_date(secs: i64) -> String {
 }
 
 fn parse_scope(credential: &str) -> Result<CredentialScope, SigError> {
-    let parts: Vec<&str> = credential.split('/').collect();
-    let [key, date, region, service, terminator] = parts.as_slice() else {
+    let mut split = credential.split('/');
+    let parts = [(); 5].map(|_| split.next());
+    let (Some(key), Some(date), Some(region), Some(service), Some(terminator), None) = (
+        parts[0],
+        parts[1],
+        parts[2],
+        parts[3],
+        parts[4],
+        split.next(),
+    ) else {
         return Err(SigError::incomplete(format!(
             "Credential should be scoped to a valid region, service and terminator: \
              '<access key id>/<YYYYMMDD>/<region>/<service>/aws4_request', not '{credential}'."
         )));
     };
-    if *terminator != "aws4_request" {
+    if terminator != "aws4_request" {
         return Err(SigError::incomplete(format!(
             "Credential should be scoped with a valid terminator: 'aws4_request', not '{terminator}'."
         )));
@@ -208,10 +216,10 @@ fn parse_scope(credential: &str) -> Result<CredentialScope, SigError> {
         )));
     }
     Ok(CredentialScope {
-        access_key_id: (*key).to_string(),
-        date: (*date).to_string(),
-        region: (*region).to_string(),
-        service: (*service).to_string(),
+        access_key_id: key.to_string(),
+        date: date.to_string(),
+        region: region.to_string(),
+        service: service.to_string(),
     })
 }
 
@@ -474,32 +482,79 @@ fn hex_sha256(bytes: &[u8]) -> String {
     out
 }
 
-/// Derived signing keys (`kSigning`) by secret, date, region and service: one key serves
-/// a client for a day, so most requests skip the four HMACs of the derivation.
-fn signing_key(secret: &str, time: SystemTime, date: &str, region: &str, service: &str) -> Vec<u8> {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    type Keys = Mutex<HashMap<(String, String, String, String), Vec<u8>>>;
-    static KEYS: OnceLock<Keys> = OnceLock::new();
-    let keys = KEYS.get_or_init(Default::default);
-    let id = (
-        secret.to_string(),
-        date.to_string(),
-        region.to_string(),
-        service.to_string(),
-    );
-    if let Some(k) = keys.lock().expect("signing keys").get(&id) {
-        return k.clone();
+/// A derived signing key (`kSigning`): its scope and the secret it was derived from.
+struct CachedKey {
+    date: Box<str>,
+    region: Box<str>,
+    service: Box<str>,
+    secret: Box<str>,
+    key: Vec<u8>,
+}
+
+/// Most access keys with cached signing keys at once; the cache is emptied when full.
+const SIGNING_KEYS_MAX: usize = 4096;
+/// Most cached scopes (date, region, service) of one access key; emptied when full.
+const SCOPES_PER_KEY_MAX: usize = 16;
+
+/// Cached signing keys by access key id.
+type SigningKeys = std::sync::Mutex<std::collections::HashMap<String, Vec<CachedKey>>>;
+
+fn signing_keys() -> &'static SigningKeys {
+    static KEYS: std::sync::OnceLock<SigningKeys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(Default::default)
+}
+
+/// Derived signing keys by access key id, date, region and service: one key serves a
+/// client for a day, so most requests skip the four HMACs of the derivation. A cached key
+/// is used only when the secret it was derived from is the one given (compared in
+/// constant time): a rotated secret derives its own. Unknown, deleted and inactive keys
+/// are refused before verification; [`forget_signing_keys`] drops a key's entries.
+fn signing_key(
+    access_key_id: &str,
+    secret: &str,
+    time: SystemTime,
+    date: &str,
+    region: &str,
+    service: &str,
+) -> Vec<u8> {
+    let keys = signing_keys();
+    let same_scope =
+        |c: &CachedKey| *c.date == *date && *c.region == *region && *c.service == *service;
+    if let Some(scopes) = keys.lock().expect("signing keys").get(access_key_id) {
+        if let Some(cached) = scopes.iter().find(|c| same_scope(c)) {
+            if ct_eq(&cached.secret, secret) {
+                return cached.key.clone();
+            }
+        }
     }
     let key = v4::generate_signing_key(secret, time, region, service)
         .as_ref()
         .to_vec();
     let mut map = keys.lock().expect("signing keys");
-    if map.len() >= 4096 {
+    if map.len() >= SIGNING_KEYS_MAX && !map.contains_key(access_key_id) {
         map.clear();
     }
-    map.insert(id, key.clone());
+    let scopes = map.entry(access_key_id.to_string()).or_default();
+    scopes.retain(|c| !same_scope(c));
+    if scopes.len() >= SCOPES_PER_KEY_MAX {
+        scopes.clear();
+    }
+    scopes.push(CachedKey {
+        date: date.into(),
+        region: region.into(),
+        service: service.into(),
+        secret: secret.into(),
+        key: key.clone(),
+    });
     key
+}
+
+/// Drops the cached signing keys of an access key (deleted, deactivated or rotated).
+pub fn forget_signing_keys(access_key_id: &str) {
+    signing_keys()
+        .lock()
+        .expect("signing keys")
+        .remove(access_key_id);
 }
 
 /// Recomputes the request's signature with `secret` (and the session token the request
@@ -577,21 +632,38 @@ pub fn fast_signature(
         creq.push('\n');
     }
     creq.push('\n');
-    creq.push_str(&names.join(";"));
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            creq.push(';');
+        }
+        creq.push_str(name);
+    }
     creq.push('\n');
     creq.push_str(&payload);
     let scope = &signed.scope;
-    let string_to_sign = format!(
-        "{ALGORITHM}\n{}\n{}/{}/{}/aws4_request\n{}",
-        signed.amz_date,
-        scope.date,
-        scope.region,
-        scope.service,
-        hex_sha256(creq.as_bytes())
-    );
+    // `AWS4-HMAC-SHA256\n<date>\n<date>/<region>/<service>/aws4_request\n<hash>`
+    let creq_hash = hex_sha256(creq.as_bytes());
+    let mut string_to_sign = creq;
+    string_to_sign.clear();
+    for part in [
+        ALGORITHM,
+        "\n",
+        &signed.amz_date,
+        "\n",
+        &scope.date,
+        "/",
+        &scope.region,
+        "/",
+        &scope.service,
+        "/aws4_request\n",
+        &creq_hash,
+    ] {
+        string_to_sign.push_str(part);
+    }
     let time = UNIX_EPOCH + Duration::from_secs(u64::try_from(signed.time).ok()?);
     // The key is derived from the request time's date (as aws-sigv4 derives it).
     let key = signing_key(
+        &scope.access_key_id,
         secret,
         time,
         signed.amz_date.get(..8)?,

@@ -445,6 +445,29 @@ fn fast_path_declines_what_it_does_not_cover() {
     );
 }
 
+#[test]
+fn cached_signing_keys_follow_the_secret() {
+    // The derived key is cached per key id and scope; a rotated secret (same key id)
+    // must never verify with the old one's key, nor the old secret after the rotation.
+    let old = ClientCredentials::new("AKIAROTATED", "old-secret");
+    let new = ClientCredentials::new("AKIAROTATED", "new-secret");
+    let h_old = signed_post(&old, b"{}", &[]);
+    let h_new = signed_post(&new, b"{}", &[]);
+    let req_old = view("POST", "/", None, &h_old, b"{}");
+    let req_new = view("POST", "/", None, &h_new, b"{}");
+    let signed_old = parse(&req_old).unwrap().unwrap();
+    let signed_new = parse(&req_new).unwrap().unwrap();
+    for _ in 0..2 {
+        assert!(verify(&req_old, &signed_old, "old-secret").is_ok());
+        assert!(verify(&req_new, &signed_new, "old-secret").is_err());
+        assert!(verify(&req_new, &signed_new, "new-secret").is_ok());
+        assert!(verify(&req_old, &signed_old, "new-secret").is_err());
+    }
+    sigv4::forget_signing_keys("AKIAROTATED");
+    assert!(verify(&req_new, &signed_new, "new-secret").is_ok());
+    assert!(verify(&req_old, &signed_old, "new-secret").is_err());
+}
+
 proptest! {
     /// The hand-rolled `X-Amz-Date` reader agrees with chrono's parser.
     #[test]
