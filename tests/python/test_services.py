@@ -808,8 +808,14 @@ def test_delete_service_force_drains_and_becomes_inactive(ecs, svc_cluster, uniq
     )
     svc = describe(ecs, cluster, name)
     assert svc["status"] == "INACTIVE"
-    for t in describe_tasks(ecs, cluster, tasks):
-        assert t["lastStatus"] == "STOPPED", t
+    # ECS: INACTIVE once every task is STOPPING or STOPPED; STOPPED follows.
+    assert {t["lastStatus"] for t in describe_tasks(ecs, cluster, tasks)} <= {"STOPPING", "STOPPED"}
+
+    def all_stopped():
+        statuses = [t["lastStatus"] for t in describe_tasks(ecs, cluster, tasks)]
+        return all(s == "STOPPED" for s in statuses), statuses
+
+    poll("the deleted service's tasks to be STOPPED", all_stopped)
     assert running_containers(cluster, family) == []
 
     # An INACTIVE service cannot be updated (ServiceNotActiveException).
