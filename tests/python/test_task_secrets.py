@@ -94,3 +94,68 @@ def test_secret_reaches_the_container_environment(berth_dev, berth_url, ecs, clu
     described = ecs.describe_tasks(cluster=cluster, tasks=[task_arn])
     assert password not in json.dumps(described, default=str)
     ecs.stop_task(cluster=cluster, task=task_arn)
+
+
+def test_task_role_credentials_load_with_botocores_container_provider(
+    berth_dev, berth_url, ecs, cluster, unique_name
+):
+    """The URI and token a task container gets are what botocore's own container credential
+    provider accepts and loads; the credentials are allowed exactly what the role allows."""
+    import botocore.credentials
+    from botocore.exceptions import ClientError
+
+    key, secret_key = berth_dev.credentials()
+    iam = aws_client("iam", berth_url, key, secret_key)
+    role = unique_name("task")
+    iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(TRUST))
+    iam.put_role_policy(
+        RoleName=role,
+        PolicyName="list",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "ecs:ListClusters", "Resource": "*"}],
+            }
+        ),
+    )
+    family = unique_name("td")
+    ecs.register_task_definition(
+        family=family,
+        taskRoleArn=f"arn:aws:iam::{ACCOUNT}:role/{role}",
+        containerDefinitions=[
+            {
+                "name": "web",
+                "image": HTTP_IMAGE,
+                "memory": 32,
+                "portMappings": [{"containerPort": 8080, "hostPort": 0}],
+            }
+        ],
+    )
+    task_arn = ecs.run_task(cluster=cluster, taskDefinition=family)["tasks"][0]["taskArn"]
+
+    def running():
+        t = ecs.describe_tasks(cluster=cluster, tasks=[task_arn])["tasks"][0]
+        return t["lastStatus"] == "RUNNING", t
+
+    port = wait_for("the task to run", running)["containers"][0]["networkBindings"][0]["hostPort"]
+    env = {}
+    for name in ("AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN"):
+        env[name] = wait_for(
+            f"the container's {name}",
+            lambda name=name: (lambda r: (r[0] == 200, r[1]))(http_get(port, f"/env/{name}")),
+        )
+    # Unmodified botocore: it refuses any plain-HTTP host but loopback and ECS's link-local
+    # ones, then fetches with the token (the host reaches 169.254.170.2 as containers do).
+    creds = botocore.credentials.ContainerProvider(environ=env).load()
+    assert creds is not None
+    frozen = creds.get_frozen_credentials()
+    assert frozen.access_key.startswith("ASIA") and frozen.token
+    as_role = aws_client("ecs", berth_url, frozen.access_key, frozen.secret_key, frozen.token)
+    assert "clusterArns" in as_role.list_clusters()
+    try:
+        as_role.list_tasks(cluster=cluster)
+        raise AssertionError("ListTasks should be denied to the role")
+    except ClientError as e:
+        assert e.response["Error"]["Code"] == "AccessDeniedException"
+        assert f"assumed-role/{role}/" in e.response["Error"]["Message"]
+    ecs.stop_task(cluster=cluster, task=task_arn)

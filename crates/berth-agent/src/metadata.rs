@@ -117,6 +117,8 @@ pub(crate) struct MetadataEndpoint {
     credentials_key: [u8; 32],
     bridge: Option<SocketAddr>,
     loopback: Option<SocketAddr>,
+    /// `169.254.170.2:<bridge port>` reaches the bridge listener (see [`LinkLocalRoute`]).
+    link_local: Option<LinkLocalRoute>,
     servers: Vec<JoinHandle<()>>,
 }
 
@@ -124,6 +126,74 @@ impl Drop for MetadataEndpoint {
     fn drop(&mut self) {
         for s in &self.servers {
             s.abort();
+        }
+    }
+}
+
+/// ECS's credentials address. The AWS SDKs accept a plain-HTTP
+/// `AWS_CONTAINER_CREDENTIALS_FULL_URI` only on loopback or on this address, so bridge-mode
+/// containers are given `http://169.254.170.2:<port>/…`, which a DNAT rule on the host sends
+/// to the agent's listener on the bridge gateway (the ECS agent adds the same kind of rule).
+const ECS_CREDENTIALS_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 170, 2);
+
+/// The DNAT rules `169.254.170.2:<port>` → the bridge listener, for containers
+/// (PREROUTING) and for the host itself (OUTPUT); removed when dropped.
+pub(crate) struct LinkLocalRoute {
+    port: u16,
+    rule: Vec<String>,
+}
+
+const LINK_LOCAL_CHAINS: [&str; 2] = ["PREROUTING", "OUTPUT"];
+
+impl LinkLocalRoute {
+    fn iptables(op: &str, chain: &str, rule: &[String]) -> bool {
+        std::process::Command::new("iptables")
+            .args(["-w", "-t", "nat", op, chain])
+            .args(rule)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Adds the rule unless it is there (an agent restarted on its saved port finds it).
+    fn install(bridge: SocketAddr) -> Option<Self> {
+        let port = bridge.port();
+        let rule: Vec<String> = [
+            "-d",
+            &format!("{ECS_CREDENTIALS_IP}/32"),
+            "-p",
+            "tcp",
+            "--dport",
+            &port.to_string(),
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &bridge.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let installed = LINK_LOCAL_CHAINS
+            .iter()
+            .all(|chain| Self::iptables("-C", chain, &rule) || Self::iptables("-A", chain, &rule));
+        if installed {
+            Some(Self { port, rule })
+        } else {
+            for chain in LINK_LOCAL_CHAINS {
+                Self::iptables("-D", chain, &rule);
+            }
+            tracing::warn!(%bridge, "cannot add the iptables rule for 169.254.170.2 (not root, or no iptables): \
+                bridge-mode containers get the credentials endpoint on the bridge gateway, which AWS SDKs refuse");
+            None
+        }
+    }
+}
+
+impl Drop for LinkLocalRoute {
+    fn drop(&mut self) {
+        for chain in LINK_LOCAL_CHAINS {
+            Self::iptables("-D", chain, &self.rule);
         }
     }
 }
@@ -218,11 +288,15 @@ impl MetadataEndpoint {
             tracing::warn!(path = %path.display(), error = %e, "cannot save the metadata endpoint's ports");
         }
         tracing::info!(bridge = ?bridge, loopback = ?loopback, "task metadata endpoint (v4) listening");
+        let link_local = bridge
+            .filter(|b| !b.ip().is_loopback())
+            .and_then(LinkLocalRoute::install);
         Ok(Self {
             credentials_key: credentials_key(&data_dir.join(CREDENTIALS_KEY_FILE))?,
             registry,
             bridge,
             loopback,
+            link_local,
             servers,
         })
     }
@@ -268,7 +342,10 @@ impl MetadataEndpoint {
     /// The credentials URI for a container in this network mode, if it can reach one.
     pub fn credentials_uri(&self, mode: NetworkMode, id: &str) -> Option<String> {
         let addr = match mode {
-            NetworkMode::Bridge => self.bridge?,
+            NetworkMode::Bridge => match &self.link_local {
+                Some(route) => SocketAddr::from((ECS_CREDENTIALS_IP, route.port)),
+                None => self.bridge?,
+            },
             NetworkMode::Host => self.loopback?,
             NetworkMode::None | NetworkMode::Awsvpc => return None,
         };

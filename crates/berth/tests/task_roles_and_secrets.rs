@@ -450,6 +450,9 @@ async fn task_role_credentials_sign_requests_from_the_container() {
     wait_http(port).await;
     let uri = get(port, "/env/AWS_CONTAINER_CREDENTIALS_FULL_URI").await.1;
     assert!(uri.contains("/v2/credentials/"), "{uri}");
+    // ECS's link-local address: the one host besides loopback where the AWS SDKs accept a
+    // plain-HTTP full URI (botocore's ContainerMetadataFetcher, the Java and Go SDKs).
+    assert!(uri.starts_with("http://169.254.170.2:"), "{uri}");
     let token = get(port, "/env/AWS_CONTAINER_AUTHORIZATION_TOKEN").await.1;
     assert!(token.len() >= 32, "{token}");
 
