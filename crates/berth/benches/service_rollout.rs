@@ -11,55 +11,32 @@
 //!                       40 s before a task without health checks counts as healthy, which
 //!                       would measure that wait instead of berth)
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 const TASKS: usize = 10;
 const IMAGE: &str = "berth-test/busybox:latest";
 const SLEEP: &str = "trap 'exit 0' TERM; sleep 3600 & wait";
 
-struct Client {
-    http: reqwest::Client,
-    url: String,
-}
+mod support;
 
-impl Client {
-    async fn call(&self, action: &str, body: Value) -> Value {
-        let resp = self
-            .http
-            .post(format!("{}/", self.url))
-            .header(
-                "x-amz-target",
-                format!("AmazonEC2ContainerServiceV20141113.{action}"),
-            )
-            .header("content-type", "application/x-amz-json-1.1")
-            .body(body.to_string())
-            .send()
-            .await
-            .expect("request");
-        let status = resp.status();
-        let v: Value = resp.json().await.expect("json");
-        assert!(status.is_success(), "{action}: {v}");
-        v
-    }
+use support::{Berth, Client};
 
-    async fn stable(&self, cluster: &str, service: &str) -> bool {
-        let v = self
-            .call(
-                "DescribeServices",
-                json!({"cluster": cluster, "services": [service]}),
-            )
-            .await;
-        let s = &v["services"][0];
-        let deps = s["deployments"].as_array().cloned().unwrap_or_default();
-        deps.len() == 1
-            && deps[0]["rolloutState"] == "COMPLETED"
-            && s["runningCount"] == s["desiredCount"]
-            && s["pendingCount"] == 0
-    }
+async fn stable(client: &Client, cluster: &str, service: &str) -> bool {
+    let v = client
+        .call(
+            "DescribeServices",
+            json!({"cluster": cluster, "services": [service]}),
+        )
+        .await;
+    let s = &v["services"][0];
+    let deps = s["deployments"].as_array().cloned().unwrap_or_default();
+    deps.len() == 1
+        && deps[0]["rolloutState"] == "COMPLETED"
+        && s["runningCount"] == s["desiredCount"]
+        && s["pendingCount"] == 0
 }
 
 fn docker(args: &[&str]) -> String {
@@ -139,7 +116,7 @@ async fn berth_rollout(client: &Client, cluster: &str) -> Duration {
         )
         .await;
     // The new deployment exists at once; wait for the service to be stable again.
-    while !client.stable(cluster, "bench").await {
+    while !stable(client, cluster, "bench").await {
         assert!(
             start.elapsed() < Duration::from_secs(300),
             "rollout did not complete"
@@ -176,49 +153,10 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
     let settle = std::env::var("BERTH_BENCH_SETTLE").unwrap_or_else(|_| "0".into());
-    let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args([
-            "dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--service-task-settle-secs",
-            &settle,
-        ])
-        .arg("--data-dir")
-        .arg(data.path())
-        .env("BERTH_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting berth dev");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("berth exited").expect("stdout");
-        if let Some(url) = line.strip_prefix("berth: listening on ") {
-            break url.to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let client = Client {
-        http: reqwest::Client::new(),
-        url,
-    };
+    let berth = Berth::dev(&["--service-task-settle-secs", &settle]);
+    let client = berth.client(reqwest::Client::new());
     let cluster = format!("bench-rollout-{}", std::process::id());
-    client
-        .call("CreateCluster", json!({"clusterName": cluster}))
-        .await;
-    loop {
-        let v = client
-            .call("ListContainerInstances", json!({"cluster": cluster}))
-            .await;
-        if v["containerInstanceArns"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty())
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    client.cluster_with_instance(&cluster).await;
     client
         .call(
             "RegisterTaskDefinition",
@@ -236,7 +174,7 @@ async fn main() {
                    "deploymentConfiguration": {"minimumHealthyPercent": 100, "maximumPercent": 200}}),
         )
         .await;
-    while !client.stable(&cluster, "bench").await {
+    while !stable(&client, &cluster, "bench").await {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Warm-up rollout (first container starts pay one-off engine costs).
@@ -267,8 +205,6 @@ async fn main() {
             json!({"cluster": cluster, "service": "bench", "force": true}),
         )
         .await;
-    let _ = child.kill();
-    let _ = child.wait();
     let ids = docker(&[
         "ps",
         "-aq",

@@ -4,51 +4,28 @@
 //! `cargo bench -p berth --bench task_startup` (needs `scripts/build-test-images`).
 //! BERTH_BENCH_RUNS sets the runs per size (default 7).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-struct Client {
-    http: reqwest::Client,
-    url: String,
-}
+mod support;
 
-impl Client {
-    async fn call(&self, action: &str, body: Value) -> Value {
-        let resp = self
-            .http
-            .post(format!("{}/", self.url))
-            .header(
-                "x-amz-target",
-                format!("AmazonEC2ContainerServiceV20141113.{action}"),
-            )
-            .header("content-type", "application/x-amz-json-1.1")
-            .body(body.to_string())
-            .send()
-            .await
-            .expect("request");
-        let status = resp.status();
-        let v: Value = resp.json().await.expect("json");
-        assert!(status.is_success(), "{action}: {v}");
-        v
-    }
+use support::{Berth, Client};
 
-    async fn all_in(&self, cluster: &str, tasks: &[String], status: &str) -> bool {
-        for chunk in tasks.chunks(100) {
-            let v = self
-                .call("DescribeTasks", json!({"cluster": cluster, "tasks": chunk}))
-                .await;
-            let ok = v["tasks"].as_array().is_some_and(|t| {
-                t.len() == chunk.len() && t.iter().all(|t| t["lastStatus"] == status)
-            });
-            if !ok {
-                return false;
-            }
+async fn all_in(client: &Client, cluster: &str, tasks: &[String], status: &str) -> bool {
+    for chunk in tasks.chunks(100) {
+        let v = client
+            .call("DescribeTasks", json!({"cluster": cluster, "tasks": chunk}))
+            .await;
+        let ok = v["tasks"]
+            .as_array()
+            .is_some_and(|t| t.len() == chunk.len() && t.iter().all(|t| t["lastStatus"] == status));
+        if !ok {
+            return false;
         }
-        true
     }
+    true
 }
 
 fn containers_left(cluster: &str) -> usize {
@@ -90,7 +67,7 @@ async fn measure(client: &Client, cluster: &str, count: usize) -> Duration {
         );
         remaining -= n;
     }
-    while !client.all_in(cluster, &tasks, "RUNNING").await {
+    while !all_in(client, cluster, &tasks, "RUNNING").await {
         assert!(
             start.elapsed() < Duration::from_secs(120),
             "tasks did not start"
@@ -103,7 +80,7 @@ async fn measure(client: &Client, cluster: &str, count: usize) -> Duration {
             .call("StopTask", json!({"cluster": cluster, "task": t}))
             .await;
     }
-    while !client.all_in(cluster, &tasks, "STOPPED").await || containers_left(cluster) > 0 {
+    while !all_in(client, cluster, &tasks, "STOPPED").await || containers_left(cluster) > 0 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     elapsed
@@ -119,42 +96,11 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(7);
-    let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path())
-        .env("BERTH_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting berth dev");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("berth exited").expect("stdout");
-        if let Some(url) = line.strip_prefix("berth: listening on ") {
-            break url.to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let client = Client {
-        http: reqwest::Client::new(),
-        url,
-    };
+    // Stopped containers are removed at once (not kept 3 h), so "stopped" includes cleanup.
+    let berth = Berth::dev(&["--task-cleanup-wait", "0s"]);
+    let client = berth.client(reqwest::Client::new());
     let cluster = format!("bench-{}", std::process::id());
-    client
-        .call("CreateCluster", json!({"clusterName": cluster}))
-        .await;
-    loop {
-        let v = client
-            .call("ListContainerInstances", json!({"cluster": cluster}))
-            .await;
-        if v["containerInstanceArns"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty())
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    client.cluster_with_instance(&cluster).await;
     client
         .call(
             "RegisterTaskDefinition",
@@ -187,6 +133,4 @@ async fn main() {
             ms(samples[samples.len() - 1])
         );
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }
